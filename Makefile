@@ -1,0 +1,25 @@
+# Fresh machine: `make demo` (install + train on synthetic data), `make test` (install + lint + tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/paddyclf demo
+
+lint: install
+	$(BIN)/ruff check src tests *.py
+
+test: install lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs data/demo .pytest_cache .ruff_cache

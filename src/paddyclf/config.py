@@ -1,0 +1,130 @@
+"""Training configuration: the one source of truth for defaults. The CLI is generated from it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+
+from .errors import UserError
+from .models import DEFAULT_BACKBONE, list_models
+
+
+def _opt(default, help: str, **extra):  # noqa: A002 - mirrors argparse's own keyword
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``paddyclf train --help`` lists the same fields as flags."""
+
+    model: str = _opt("MobileNetV3_Small_BoT_Linear", "architecture", choices=list_models())
+    metadata: str = _opt("data/metadata.csv", "metadata CSV with columns path,label[,split]")
+    label2id: str = _opt("data/label2id.json", "JSON mapping label name -> class id")
+    image_size: int = _opt(224, "input size in pixels (square)")
+    heads: int = _opt(4, "attention heads (must divide the attention width, 144 for MobileNetV3-Small)")
+    dropout: float = _opt(0.1, "dropout before the classifier, in [0, 1)")
+    reduction: int = _opt(32, "coordinate-attention channel reduction (Hybrid only)")
+    pretrained: bool = _opt(False, "start the backbone from timm's ImageNet weights (downloads them)")
+    pretrained_weights: str | None = _opt(
+        None, "load the ImageNet backbone from a local timm .safetensors/.pth instead of downloading"
+    )
+    backbone: str = _opt(DEFAULT_BACKBONE, "timm feature extractor, e.g. tf_mobilenetv3_small_100")
+    epochs: int = _opt(30, "number of epochs")
+    batch_size: int = _opt(32, "batch size (per process under torchrun)")
+    patience: int = _opt(10, "early-stopping patience in epochs on valid macro-F1; <= 0 disables")
+    base_lr: float = _opt(5e-5, "learning rate of the pretrained backbone")
+    head_lr: float = _opt(5e-4, "learning rate of everything new (attention blocks, classifier)")
+    weight_decay: float = _opt(1e-2, "AdamW weight decay (not applied to norms, biases, position tables)")
+    scheduler_tmax: int | None = _opt(None, "T_max of CosineAnnealingLR in epochs (default: --epochs)")
+    grad_clip: float = _opt(1.0, "clip the gradient norm to this value; <= 0 disables")
+    num_workers: int = _opt(4, "DataLoader worker processes (0 loads in the main process)")
+    pin_memory: bool = _opt(False, "pin host memory in the DataLoader (CUDA)")
+    train_limit: int | None = _opt(
+        None, "use a deterministic stratified subset of this many training samples"
+    )
+    valid_limit: int | None = _opt(
+        None, "use a deterministic stratified subset of this many validation samples"
+    )
+    model_name: str | None = _opt(None, "name of the checkpoint and result files (default: the architecture)")
+    device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
+    seed: int = _opt(42, "random seed (same seed on CPU -> same history)")
+    plot: bool = _opt(False, "save the training-history figure to results/<model_name>_history.png")
+    save_history: bool = _opt(False, "write results/<model_name>_history.json and _metrics.json")
+    output_dir: str = _opt(".", "where the checkpoint goes; results go to <output-dir>/results/")
+
+    @property
+    def run_name(self) -> str:
+        return self.model_name or self.model
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` listing every invalid value at once."""
+        problems = []
+        if self.model not in list_models():
+            problems.append(f"--model must be one of {', '.join(list_models())} (got {self.model!r})")
+        if self.epochs < 1:
+            problems.append(f"--epochs must be >= 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be >= 1 (got {self.batch_size})")
+        for flag, lr in (("--base-lr", self.base_lr), ("--head-lr", self.head_lr)):
+            if not lr > 0:
+                problems.append(f"{flag} must be > 0 (got {lr})")
+        if self.weight_decay < 0:
+            problems.append(f"--weight-decay must be >= 0 (got {self.weight_decay})")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if self.image_size < 32:
+            problems.append(f"--image-size must be >= 32 (got {self.image_size})")
+        if self.num_workers < 0:
+            problems.append(f"--num-workers must be >= 0 (got {self.num_workers})")
+        if self.scheduler_tmax is not None and self.scheduler_tmax < 1:
+            problems.append(f"--scheduler-tmax must be >= 1 (got {self.scheduler_tmax})")
+        if self.reduction < 1:
+            problems.append(f"--reduction must be >= 1 (got {self.reduction})")
+        for flag, limit in (("--train-limit", self.train_limit), ("--valid-limit", self.valid_limit)):
+            if limit is not None and limit < 1:
+                problems.append(f"{flag} must be >= 1 (got {limit})")
+        if self.heads < 1:
+            problems.append(f"--heads must be >= 1 (got {self.heads})")
+        if problems:
+            raise UserError("Invalid options: " + "; ".join(problems) + ".")
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    """The non-None type of a dataclass field (``int | None`` -> int)."""
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig, skip: set[str]) -> None:
+    """Add one ``--flag`` per field of :class:`TrainConfig` (booleans become switches)."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        kind = _field_type(f)
+        help_text = f.metadata["help"] + ("" if kind is bool else f" (default: {default})")
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", default=default, help=help_text)
+        else:
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=default,
+                help=help_text,
+                choices=f.metadata.get("choices"),
+                metavar=None if "choices" in f.metadata else f.name.upper(),
+            )
+
+
+def config_from_args(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
+    """The config the parsed flags describe; fields without a flag keep ``defaults``."""
+    values = {
+        f.name: getattr(args, f.name, getattr(defaults, f.name)) for f in dataclasses.fields(TrainConfig)
+    }
+    return TrainConfig(**values)

@@ -1,0 +1,227 @@
+"""One training epoch, one evaluation pass, and the inference-speed measurement."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .metrics import classification_metrics
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA: bf16 where the GPU supports it, else fp16; none on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; carries where it happened."""
+
+    def __init__(self, epoch: int, step: int, value: float) -> None:
+        super().__init__(f"loss became {value} at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.value = epoch, step, value
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    accuracy: float
+    seconds: float
+    images: int
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    epoch: int,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    grad_clip: float = 0.0,
+    channels_last: bool = False,
+    progress: bool = True,
+    stop_requested=lambda: False,
+) -> EpochResult:
+    """Train for one pass over ``loader``; batches of only unreadable images are skipped.
+
+    ``stop_requested()`` is polled after every step so that SIGINT/SIGTERM ends the epoch early.
+    """
+    model.train()
+    criterion = nn.CrossEntropyLoss()
+    loss_sum, correct, seen, failures = 0.0, 0, 0, []
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress, dynamic_ncols=True)
+    for step, batch in enumerate(bar, 1):
+        failures += batch.failures
+        if batch.images is None:
+            continue
+        images = batch.images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = batch.labels.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            logits = model(images)
+            loss = criterion(logits.float(), labels)
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLossError(epoch, step, loss.item())
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        n = labels.numel()
+        loss_sum += loss.item() * n
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += n
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+        if stop_requested():
+            break
+    seconds = time.perf_counter() - start
+    return EpochResult(loss_sum / max(seen, 1), correct / max(seen, 1), seconds, seen, failures)
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    f1: float
+    targets: np.ndarray
+    predictions: np.ndarray
+    probabilities: np.ndarray
+    indices: np.ndarray
+    failures: list[str]
+    seconds: float
+
+
+@torch.no_grad()
+def predict_loader(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: bool = True,
+    desc: str = "valid",
+    tta: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(probabilities (n, K), targets (n,), dataset indices (n,), failures) over ``loader``.
+
+    ``tta`` averages the softmax of the image and of its horizontal flip.
+    """
+    model.eval()
+    probs, targets, indices, failures = [], [], [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+        failures += batch.failures
+        if batch.images is None:
+            continue
+        images = batch.images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            p = model(images).float().softmax(1)
+            if tta:
+                p = (p + model(images.flip(3)).float().softmax(1)) / 2
+        probs.append(p.cpu())
+        targets.append(batch.labels)
+        indices.append(batch.indices)
+    if not probs:
+        return np.zeros((0, 0)), np.zeros(0, dtype=int), np.zeros(0, dtype=int), failures
+    return torch.cat(probs).numpy(), torch.cat(targets).numpy(), torch.cat(indices).numpy(), failures
+
+
+def evaluate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    num_classes: int,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: bool = True,
+    tta: bool = False,
+) -> EvalResult:
+    """Loss, accuracy and macro-F1 of ``model`` over ``loader`` (unreadable images excluded)."""
+    start = time.perf_counter()
+    probs, targets, indices, failures = predict_loader(
+        model, loader, device, amp_dtype, channels_last, progress, tta=tta
+    )
+    if len(targets) == 0:
+        nan = float("nan")
+        return EvalResult(
+            nan, nan, nan, targets, targets, probs, indices, failures, time.perf_counter() - start
+        )
+    eps = 1e-12  # NLL of the softmax (what CrossEntropyLoss computes), guarded against log(0)
+    loss = float(-np.log(probs[np.arange(len(targets)), targets] + eps).mean())
+    preds = probs.argmax(1)
+    summary = classification_metrics(targets, preds, num_classes)
+    return EvalResult(
+        loss,
+        summary["accuracy"],
+        summary["macro_f1"],
+        targets,
+        preds,
+        probs,
+        indices,
+        failures,
+        time.perf_counter() - start,
+    )
+
+
+@torch.no_grad()
+def measure_fps(
+    model: nn.Module,
+    device: torch.device,
+    image_size: int | tuple[int, int],
+    batch_size: int = 32,
+    warmup: int = 3,
+    iters: int = 10,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> float:
+    """Inference images/s on random input: ``iters`` timed batches after ``warmup``, synchronised on CUDA."""
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    model.eval()
+    x = torch.randn(batch_size, 3, h, w, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    with autocast(device, amp_dtype):
+        for _ in range(warmup):
+            model(x)
+        sync()
+        start = time.perf_counter()
+        for _ in range(iters):
+            model(x)
+        sync()
+    return batch_size * iters / (time.perf_counter() - start)

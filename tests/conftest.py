@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny synthetic dataset, made once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from paddyclf.synthetic import make_dataset
+
+torch.set_num_threads(2)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub download fails at once instead of retrying
+
+SHARED_WEIGHTS = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "weights"
+    / "mobilenetv3_small_100.tflite_in1k.safetensors"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """4 classes x 10 synthetic 64 px leaves: 6 train / 2 valid / 2 test each. Returns the folder."""
+    root = tmp_path_factory.mktemp("tiny")
+    make_dataset(root, per_class=10, size=64, fractions=(0.6, 0.2, 0.2))
+    return root
+
+
+def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """Flags for a fast CPU training run on ``tiny_data``."""
+    return [
+        "--metadata",
+        str(data / "metadata.csv"),
+        "--label2id",
+        str(data / "label2id.json"),
+        "--image-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--head-lr",
+        "2e-3",
+        "--base-lr",
+        "1e-3",
+        "--output-dir",
+        str(out),
+        *extra,
+    ]

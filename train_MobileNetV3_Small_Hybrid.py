@@ -1,0 +1,9 @@
+"""Train MobileNetV3_Small_Hybrid: the same as `paddyclf train --model MobileNetV3_Small_Hybrid`.
+
+See README.md for the flags and the data layout.
+"""
+
+from paddyclf.cli import train_script
+
+if __name__ == "__main__":
+    train_script("MobileNetV3_Small_Hybrid")
