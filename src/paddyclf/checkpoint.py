@@ -80,12 +80,17 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise UserError(
-            f"Checkpoint {path} could not be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"Checkpoint {path} could not be read ({type(exc).__name__}: {first_line(exc)}). "
             "It may be truncated or not a paddyclf checkpoint."
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a paddyclf checkpoint (written by `paddyclf train`).")
     return ckpt
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, shortened: enough to diagnose, no wall of text."""
+    return (str(exc).splitlines() or [""])[0][:limit]
 
 
 def model_from_checkpoint(ckpt: dict) -> nn.Module:

@@ -108,6 +108,221 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- using a trained model
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt")
+    parser.add_argument("--metadata", required=True, help="metadata CSV")
+    parser.add_argument(
+        "--label2id", default=None, help="label map; must equal the checkpoint's (default: it)"
+    )
+    parser.add_argument(
+        "--split", default="valid", choices=["train", "valid", "test"], help="split (default: valid)"
+    )
+    parser.add_argument("--output-dir", default="evaluation", help="output folder (default: evaluation)")
+    parser.add_argument("--tta", action="store_true", help="average the image and its horizontal flip")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default: 0)")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import per_class_table, run_evaluation
+
+    report = run_evaluation(
+        args.checkpoint,
+        args.metadata,
+        args.label2id,
+        args.split,
+        args.output_dir,
+        args.tta,
+        args.batch_size,
+        args.num_workers,
+    )
+    print(
+        f"{args.split}: {report['num_images']} images  accuracy {report['accuracy']:.4f}  "
+        f"macro-F1 {report['macro_f1']:.4f}" + ("  (TTA)" if args.tta else "")
+    )
+    print(per_class_table(report["per_class"]))
+    if report["unreadable"]:
+        print(f"skipped {len(report['unreadable'])} unreadable image(s); first: {report['unreadable'][0]}")
+    print(f"Wrote {args.output_dir}/evaluation.json, per_class.csv, confusion_matrix.png, misclassified.csv")
+    return 0
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt or an exported .onnx")
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="image files and/or folders (searched recursively)"
+    )
+    parser.add_argument("--top-k", type=int, default=3, help="classes per image (default: 3)")
+    parser.add_argument("--output", default="preds.csv", help="CSV to write (default: preds.csv)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    parser.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default=None,
+        help="default: onnxruntime for .onnx, torch otherwise",
+    )
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_files, write_predictions
+
+    rows = predict_files(args.checkpoint, args.paths, args.top_k, args.batch_size, args.backend)
+    write_predictions(rows, args.output, args.top_k)
+    bad = sum(r["status"] != "ok" for r in rows)
+    print(
+        f"Wrote {len(rows)} predictions to {args.output}"
+        + (f" ({bad} unreadable, see status)" if bad else "")
+    )
+    return 0
+
+
+def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="photos to explain")
+    parser.add_argument("--output-dir", default="explanations", help="output folder (default: explanations)")
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from .explain import explain_images
+
+    for path in explain_images(args.checkpoint, args.images, args.output_dir):
+        print(f"Wrote {path}")
+    return 0
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    from .export import DEFAULT_OPSET
+
+    parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt")
+    parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default: onnx")
+    parser.add_argument("--output", required=True, help="file to write")
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})"
+    )
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .export import PARITY_TOLERANCE, export_model
+
+    diff = export_model(args.checkpoint, args.output, args.format, args.opset)
+    print(f"Wrote {args.output}; max abs logit difference vs PyTorch {diff:.2e} (limit {PARITY_TOLERANCE:g})")
+    return 0
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "results", nargs="+", metavar="RESULTS_JSON", help="results/<model_name>_metrics.json files"
+    )
+    parser.add_argument("--output", default="comparison", help="output folder (default: comparison)")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_results, markdown_table
+
+    rows = compare_results(args.results, args.output)
+    print(markdown_table(rows), end="")
+    print(f"Wrote {args.output}/comparison.md, comparison.csv, accuracy_vs_fps.png, size.png")
+    return 0
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def add_benchmark_attention_arguments(parser: argparse.ArgumentParser) -> None:
+    from .benchmarks.attention import DEFAULT_SIZES
+
+    parser.add_argument(
+        "--image-sizes",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_SIZES),
+        help=f"image sizes (default: {' '.join(map(str, DEFAULT_SIZES))})",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="batch per step (default: 2 on CPU, 16 on CUDA)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--memory-budget-gb", type=float, default=8.0, help="memory budget for max batch (default: 8)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed steps per measurement, median kept (default: 5)"
+    )
+    parser.add_argument(
+        "--output",
+        default="results/attention_benchmark",
+        help="output prefix for .json/.md/.png (default: results/attention_benchmark)",
+    )
+
+
+def run_benchmark_attention(args: argparse.Namespace) -> int:
+    from .benchmarks.attention import run_attention_benchmark
+    from .train import resolve_device
+
+    if (
+        min(args.image_sizes) < 32
+        or (args.batch_size is not None and args.batch_size < 1)
+        or args.repeats < 1
+    ):
+        raise UserError("--image-sizes must be >= 32, --batch-size and --repeats >= 1.")
+    run_attention_benchmark(
+        args.image_sizes,
+        args.batch_size,
+        str(resolve_device(args.device)),
+        args.memory_budget_gb,
+        args.output,
+        repeats=args.repeats,
+    )
+    return 0
+
+
+def add_benchmark_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt")
+    parser.add_argument("--batch-size", type=int, default=32, help="throughput batch (default: 32)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for every backend (default: torch's)"
+    )
+    parser.add_argument("--repeats", type=int, default=10, help="timed batches per backend (default: 10)")
+    parser.add_argument("--output", default=None, help="also write the results to this JSON file")
+
+
+def run_benchmark_speed(args: argparse.Namespace) -> int:
+    from .benchmarks.speed import run_speed_benchmark
+    from .fileio import write_json
+
+    if args.batch_size < 1 or args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        raise UserError("--batch-size, --repeats and --threads must be >= 1.")
+    result = run_speed_benchmark(args.checkpoint, args.batch_size, args.threads, args.repeats)
+    if args.output:
+        write_json(args.output, result)
+    return 0
+
+
+BENCHMARKS: dict[str, tuple[str, Callable, Callable]] = {
+    "attention": (
+        "softmax vs linear BoT: time, memory, max batch vs image size",
+        add_benchmark_attention_arguments,
+        run_benchmark_attention,
+    ),
+    "speed": (
+        "inference speed of a checkpoint: PyTorch eager, channels_last, ONNX Runtime",
+        add_benchmark_speed_arguments,
+        run_benchmark_speed,
+    ),
+}
+
+
+def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    add_subcommands(parser, BENCHMARKS, "benchmark")
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    return BENCHMARKS[args.benchmark][2](args)
+
+
 # --------------------------------------------------------------------------- entry points
 
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
@@ -122,14 +337,32 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         add_prepare_arguments,
         run_prepare,
     ),
+    "evaluate": ("evaluate a checkpoint on a split", add_evaluate_arguments, run_evaluate),
+    "predict": ("top-k predictions for images and folders", add_predict_arguments, run_predict),
+    "explain": ("Grad-CAM heat maps over photos", add_explain_arguments, run_explain),
+    "export": (
+        "export a checkpoint to ONNX or TorchScript (parity-checked)",
+        add_export_arguments,
+        run_export,
+    ),
+    "compare": ("table and plots from several metrics JSON files", add_compare_arguments, run_compare),
+    "benchmark": (
+        "measure speed and memory (see `paddyclf benchmark -h`)",
+        add_benchmark_arguments,
+        run_benchmark,
+    ),
 }
+
+
+def add_subcommands(parser: argparse.ArgumentParser, commands: dict, dest: str) -> None:
+    sub = parser.add_subparsers(dest=dest, required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, _) in commands.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paddyclf", description="Rice leaf-disease classification.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    add_subcommands(parser, COMMANDS, "command")
     return parser
 
 

@@ -275,7 +275,7 @@ def decode_size(image_size: int, norm: Normalization, train: bool) -> int:
 
 
 class ImageDataset(Dataset):
-    """(image tensor, label) per sample; an unreadable file yields ``(None, label, path, reason)``.
+    """``(image, label, index)`` per sample; an unreadable file yields ``(None, index, "path: error")``.
 
     Failures are passed on rather than raised so that one broken photo never kills a long run;
     :func:`collate_skipping_bad` drops them from the batch and reports them.
@@ -297,7 +297,7 @@ class ImageDataset(Dataset):
                 image = load_image(sample.path, self.decode_min_size)
             return self.transform(image), sample.label, index
         except Exception as exc:  # noqa: BLE001 - any decoder failure means "skip this file"
-            return None, sample.label, f"{sample.path}: {type(exc).__name__}: {exc}"
+            return None, index, f"{sample.path}: {type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -305,17 +305,19 @@ class Batch:
     images: torch.Tensor | None
     labels: torch.Tensor | None
     indices: torch.Tensor | None
-    failures: list[str]
+    failures: list[str]  # "path: error" of each unreadable item
+    failed_indices: list[int]
 
 
 def collate_skipping_bad(items: list[tuple]) -> Batch:
-    """Stack the readable items; list the failures (``path: error``) of the others."""
-    good = [(img, label, idx) for img, label, idx in items if img is not None]
-    failures = [msg for img, _, msg in items if img is None]
+    """Stack the readable items; list the failures of the others."""
+    good = [item for item in items if item[0] is not None]
+    bad = [(index, msg) for img, index, msg in items if img is None]
+    failures, failed = [msg for _, msg in bad], [index for index, _ in bad]
     if not good:
-        return Batch(None, None, None, failures)
+        return Batch(None, None, None, failures, failed)
     images, labels, indices = default_collate(good)
-    return Batch(images, labels, indices, failures)
+    return Batch(images, labels, indices, failures, failed)
 
 
 def class_counts(samples: list[Sample]) -> Counter:

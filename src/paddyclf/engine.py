@@ -28,6 +28,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def to_device(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; carries where it happened."""
 
@@ -75,9 +80,7 @@ def train_one_epoch(
         failures += batch.failures
         if batch.images is None:
             continue
-        images = batch.images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = to_device(batch.images, device, channels_last)
         labels = batch.labels.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
             logits = model(images)
@@ -142,9 +145,7 @@ def predict_loader(
         failures += batch.failures
         if batch.images is None:
             continue
-        images = batch.images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = to_device(batch.images, device, channels_last)
         with autocast(device, amp_dtype):
             p = model(images).float().softmax(1)
             if tta:

@@ -221,7 +221,9 @@ def train(config: TrainConfig, progress: bool | None = None) -> dict:
                 "valid_f1": valid_result.f1,
                 "valid_loss": valid_result.loss,
             }
-            ckpt_io.save_checkpoint(best_path, model, arch, label2id, norm, epoch, epoch_metrics)
+            ckpt_io.save_checkpoint(
+                best_path, model, arch, label2id, norm, epoch, epoch_metrics, seed=config.seed
+            )
         else:
             stale += 1
         if config.patience > 0 and stale >= config.patience and epoch < config.epochs:

@@ -18,6 +18,15 @@ def check_heads(dim: int, heads: int) -> int:
     return dim // heads
 
 
+def split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, 3C, H, W) with channel blocks [Q | K | V] -> three (B, heads, d, N) views.
+
+    Tokens stay on the last axis (channel-major, as the conv wrote them): no permute, no copy.
+    """
+    b, c3, h, w = qkv.shape
+    return qkv.reshape(b, 3, heads, c3 // (3 * heads), h * w).unbind(1)
+
+
 class LinearMHSA(nn.Module):
     """Multi-head linear attention with ReLU kernels and a locally-enhanced position encoding.
 
@@ -47,10 +56,10 @@ class LinearMHSA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        # (B, 3C, H, W) -> (B, heads, 3d, N): a view, no permute; tokens stay on the last axis.
-        q, k, v = self.qkv(x).reshape(b, self.heads, 3 * self.head_dim, h * w).chunk(3, dim=2)
+        qkv = self.qkv(x)  # (B, 3C, H, W), channel blocks [Q | K | V]
+        q, k, v = split_heads(qkv, self.heads)
         attended = linear_attention(q, k, v, self.eps).reshape(b, c, h, w)
-        return attended + self.pos(v.reshape(b, c, h, w))
+        return attended + self.pos(qkv[:, 2 * c :])  # V as a map again: a slice, no copy
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -107,7 +116,7 @@ class SoftmaxMHSA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(x).reshape(b, self.heads, 3 * self.head_dim, h * w).chunk(3, dim=2)
+        q, k, v = split_heads(self.qkv(x), self.heads)
         keys = k + self.position_table(h, w).to(k.dtype)  # q^T k + q^T r = q^T (k + r)
         logits = torch.matmul(q.transpose(-1, -2), keys) * self.scale  # (B, h, N, N)
         attn = logits.softmax(dim=-1)

@@ -1,0 +1,88 @@
+"""``paddyclf predict``: top-k classes for image files and folders, batched, as a CSV.
+
+An unreadable file gets a row whose ``status`` holds its error; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .data import IMAGE_SUFFIXES, ImageDataset, Sample, build_transform, collate_skipping_bad, decode_size
+from .errors import UserError
+from .fileio import atomic_path
+from .inference import load_predictor
+
+
+def collect_images(paths: list[str | Path]) -> list[Path]:
+    """Files as given, and image files (by suffix) found recursively in folders, in a stable order."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise UserError(f"Folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+            found += files
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise UserError(f"Image path {path} does not exist.")
+    return found
+
+
+def predict_files(
+    model_path: str | Path,
+    paths: list[str | Path],
+    top_k: int = 3,
+    batch_size: int = 32,
+    backend: str | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """One dict per file: path, label_1..k, prob_1..k, status ('ok' or the error)."""
+    predictor = load_predictor(model_path, backend)
+    if not 1 <= top_k <= len(predictor.classes):
+        raise UserError(
+            f"--top-k must be between 1 and the number of classes ({len(predictor.classes)}); got {top_k}."
+        )
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1 (got {batch_size}).")
+    files = collect_images(paths)
+    size, norm = predictor.image_size, predictor.norm
+    dataset = ImageDataset(
+        [Sample(p, -1) for p in files], build_transform(size, norm, False), decode_size(size, norm, False)
+    )
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping_bad
+    )
+    rows: list[dict | None] = [None] * len(files)
+    for batch in tqdm(loader, desc="predict", disable=not progress, dynamic_ncols=True):
+        for index, failure in zip(batch.failed_indices, batch.failures, strict=True):
+            error = failure.removeprefix(f"{files[index]}: ")
+            rows[index] = {"path": str(files[index]), "status": f"error: {error}"}
+        if batch.images is None:
+            continue
+        probs = torch.from_numpy(predictor.probabilities(batch.images))
+        top_p, top_i = probs.topk(top_k, dim=1)
+        for index, p_row, i_row in zip(batch.indices.tolist(), top_p.tolist(), top_i.tolist(), strict=True):
+            row = {"path": str(files[index]), "status": "ok"}
+            for rank, (p, i) in enumerate(zip(p_row, i_row, strict=True), 1):
+                row[f"label_{rank}"], row[f"prob_{rank}"] = predictor.classes[i], round(p, 6)
+            rows[index] = row
+    return [r for r in rows if r is not None]
+
+
+def write_predictions(rows: list[dict], output: str | Path, top_k: int) -> Path:
+    fields = (
+        ["path"] + [f"{kind}_{r}" for r in range(1, top_k + 1) for kind in ("label", "prob")] + ["status"]
+    )
+    with atomic_path(output) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(output)
