@@ -14,10 +14,7 @@ torch.set_num_threads(2)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub download fails at once instead of retrying
 
 SHARED_WEIGHTS = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "weights"
-    / "mobilenetv3_small_100.tflite_in1k.safetensors"
+    Path(__file__).resolve().parents[2] / "shared" / "weights" / "mobilenetv3_small_100.tflite_in1k.safetensors"
 )
 
 

@@ -52,16 +52,12 @@ def test_missing_label2id(tiny_data, tmp_path, capsys):
 
 def test_csv_without_path_or_label_column(tiny_data, tmp_path, capsys):
     data = copy_data(tiny_data, tmp_path / "d", lambda rows: ([{"file": r["path"]} for r in rows], ["file"]))
-    run_expecting_error(
-        tiny_args(data, tmp_path / "out"), tmp_path / "out", capsys, "path", "label", "missing"
-    )
+    run_expecting_error(tiny_args(data, tmp_path / "out"), tmp_path / "out", capsys, "path", "label", "missing")
 
 
 def test_labels_missing_from_label2id_are_listed(tiny_data, tmp_path, capsys):
     data = copy_data(tiny_data, tmp_path / "d", label2id={"healthy": 0, "blast": 1})
-    run_expecting_error(
-        tiny_args(data, tmp_path / "out"), tmp_path / "out", capsys, "brown_spot", "leaf_blight"
-    )
+    run_expecting_error(tiny_args(data, tmp_path / "out"), tmp_path / "out", capsys, "brown_spot", "leaf_blight")
 
 
 def test_missing_image_files_are_counted_with_the_first_five(tiny_data, tmp_path, capsys):
@@ -79,9 +75,7 @@ def test_empty_split(tiny_data, tmp_path, capsys, split):
         return [r for r in rows if r["split"] != split], ["path", "label", "split"]
 
     data = copy_data(tiny_data, tmp_path / "d", drop)
-    run_expecting_error(
-        tiny_args(data, tmp_path / "out"), tmp_path / "out", capsys, f"{split} split", "empty"
-    )
+    run_expecting_error(tiny_args(data, tmp_path / "out"), tmp_path / "out", capsys, f"{split} split", "empty")
 
 
 @pytest.mark.parametrize(
@@ -98,9 +92,7 @@ def test_empty_split(tiny_data, tmp_path, capsys, split):
     ],
 )
 def test_invalid_values(tiny_data, tmp_path, capsys, flag, value, needle):
-    run_expecting_error(
-        [*tiny_args(tiny_data, tmp_path / "out"), flag, value], tmp_path / "out", capsys, needle
-    )
+    run_expecting_error([*tiny_args(tiny_data, tmp_path / "out"), flag, value], tmp_path / "out", capsys, needle)
 
 
 def test_unavailable_cuda_is_a_clear_error(tiny_data, tmp_path, capsys):

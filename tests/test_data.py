@@ -57,9 +57,7 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]], **open_kw) -
 
 
 def test_csv_without_split_column_is_split_stratified(tiny_data, tmp_path):
-    rows = [
-        [str(tiny_data / f"images/{c}/{c}_{i:04d}.jpg"), c] for c in ("healthy", "blast") for i in range(10)
-    ]
+    rows = [[str(tiny_data / f"images/{c}/{c}_{i:04d}.jpg"), c] for c in ("healthy", "blast") for i in range(10)]
     meta = write_csv(tmp_path / "m.csv", ["path", "label"], rows, encoding="utf-8-sig")  # BOM + CRLF
     splits = load_splits(meta, {"healthy": 0, "blast": 1}, seed=1)
     assert len(splits["valid"]) == 4 and Counter(s.label for s in splits["valid"]) == {0: 2, 1: 2}

@@ -32,9 +32,7 @@ def test_constructors_take_the_documented_arguments():
     MobileNetV3_Small(num_classes=3, pretrained=False, dropout=0.2)
     MobileNetV3_Small_BoT_Linear(num_classes=3, heads=4, pretrained=False, dropout=0.1)
     MobileNetV3_Small_BoT(num_classes=3, heads=2, pretrained=False, dropout=0.1, image_size=320)
-    MobileNetV3_Small_Hybrid(
-        num_classes=3, heads=4, pretrained=False, dropout=0.1, image_size=224, reduction=16
-    )
+    MobileNetV3_Small_Hybrid(num_classes=3, heads=4, pretrained=False, dropout=0.1, image_size=224, reduction=16)
 
 
 def test_bot_linear_counts_only_what_runs():

@@ -70,9 +70,7 @@ def test_run_writes_checkpoint_history_metrics_and_plot(two_epoch_run):
 
 
 def test_train_loss_falls(two_epoch_run):
-    history = json.loads(
-        (two_epoch_run / "results" / "MobileNetV3_Small_BoT_Linear_history.json").read_text()
-    )
+    history = json.loads((two_epoch_run / "results" / "MobileNetV3_Small_BoT_Linear_history.json").read_text())
     assert history["train_loss"][-1] < history["train_loss"][0]
 
 
@@ -100,9 +98,7 @@ def test_same_seed_gives_the_same_history(tiny_data, tmp_path):
     for run in ("a", "b"):
         out = tmp_path / run
         assert main(["train", *tiny_args(tiny_data, out, "--save-history", "--train-limit", "16")]) == 0
-        histories.append(
-            json.loads((out / "results" / "MobileNetV3_Small_BoT_Linear_history.json").read_text())
-        )
+        histories.append(json.loads((out / "results" / "MobileNetV3_Small_BoT_Linear_history.json").read_text()))
     for key in HISTORY_KEYS:
         assert histories[0][key] == histories[1][key]
 
@@ -137,9 +133,7 @@ def test_parameter_groups_hold_the_right_lrs_and_no_decay_sets():
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_root_script_help_lists_every_flag(script):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, check=True)
     flags = [
         "--metadata",
         "--label2id",

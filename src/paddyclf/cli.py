@@ -40,15 +40,11 @@ def run_train(args: argparse.Namespace, model: str | None = None) -> int:
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir", default=DEMO_DIR, help=f"where the synthetic dataset goes (default: {DEMO_DIR})"
-    )
+    parser.add_argument("--data-dir", default=DEMO_DIR, help=f"where the synthetic dataset goes (default: {DEMO_DIR})")
     parser.add_argument("--per-class", type=int, default=80, help="images per class (default: 80)")
     parser.add_argument("--epochs", type=int, default=25, help="training epochs (default: 25)")
     parser.add_argument("--image-size", type=int, default=160, help="training size in pixels (default: 160)")
-    parser.add_argument(
-        "--output-dir", default="runs/demo", help="checkpoint and results (default: runs/demo)"
-    )
+    parser.add_argument("--output-dir", default="runs/demo", help="checkpoint and results (default: runs/demo)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (default: 2)")
     parser.add_argument("--data-only", action="store_true", help="only generate the dataset, do not train")
 
@@ -91,9 +87,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", required=True, help="class-per-folder tree: DIR/<class>/<image>")
     parser.add_argument("--out", required=True, help="folder for metadata.csv and label2id.json")
-    parser.add_argument(
-        "--valid-fraction", type=float, default=0.2, help="stratified valid share (default: 0.2)"
-    )
+    parser.add_argument("--valid-fraction", type=float, default=0.2, help="stratified valid share (default: 0.2)")
     parser.add_argument("--test-fraction", type=float, default=0.0, help="stratified test share (default: 0)")
     parser.add_argument("--seed", type=int, default=42, help="split seed (default: 42)")
 
@@ -101,9 +95,7 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from .prepare import prepare_dataset
 
-    metadata, label2id = prepare_dataset(
-        args.images, args.out, args.valid_fraction, args.test_fraction, args.seed
-    )
+    metadata, label2id = prepare_dataset(args.images, args.out, args.valid_fraction, args.test_fraction, args.seed)
     print(f"Wrote {metadata} and {label2id}")
     return 0
 
@@ -114,12 +106,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt")
     parser.add_argument("--metadata", required=True, help="metadata CSV")
-    parser.add_argument(
-        "--label2id", default=None, help="label map; must equal the checkpoint's (default: it)"
-    )
-    parser.add_argument(
-        "--split", default="valid", choices=["train", "valid", "test"], help="split (default: valid)"
-    )
+    parser.add_argument("--label2id", default=None, help="label map; must equal the checkpoint's (default: it)")
+    parser.add_argument("--split", default="valid", choices=["train", "valid", "test"], help="split (default: valid)")
     parser.add_argument("--output-dir", default="evaluation", help="output folder (default: evaluation)")
     parser.add_argument("--tta", action="store_true", help="average the image and its horizontal flip")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
@@ -152,9 +140,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt or an exported .onnx")
-    parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="image files and/or folders (searched recursively)"
-    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (searched recursively)")
     parser.add_argument("--top-k", type=int, default=3, help="classes per image (default: 3)")
     parser.add_argument("--output", default="preds.csv", help="CSV to write (default: preds.csv)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
@@ -172,10 +158,7 @@ def run_predict(args: argparse.Namespace) -> int:
     rows = predict_files(args.checkpoint, args.paths, args.top_k, args.batch_size, args.backend)
     write_predictions(rows, args.output, args.top_k)
     bad = sum(r["status"] != "ok" for r in rows)
-    print(
-        f"Wrote {len(rows)} predictions to {args.output}"
-        + (f" ({bad} unreadable, see status)" if bad else "")
-    )
+    print(f"Wrote {len(rows)} predictions to {args.output}" + (f" ({bad} unreadable, see status)" if bad else ""))
     return 0
 
 
@@ -199,9 +182,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt")
     parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default: onnx")
     parser.add_argument("--output", required=True, help="file to write")
-    parser.add_argument(
-        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})"
-    )
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -213,9 +194,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "results", nargs="+", metavar="RESULTS_JSON", help="results/<model_name>_metrics.json files"
-    )
+    parser.add_argument("results", nargs="+", metavar="RESULTS_JSON", help="results/<model_name>_metrics.json files")
     parser.add_argument("--output", default="comparison", help="output folder (default: comparison)")
 
 
@@ -241,16 +220,10 @@ def add_benchmark_attention_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(DEFAULT_SIZES),
         help=f"image sizes (default: {' '.join(map(str, DEFAULT_SIZES))})",
     )
-    parser.add_argument(
-        "--batch-size", type=int, default=None, help="batch per step (default: 2 on CPU, 16 on CUDA)"
-    )
+    parser.add_argument("--batch-size", type=int, default=None, help="batch per step (default: 2 on CPU, 16 on CUDA)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument(
-        "--memory-budget-gb", type=float, default=8.0, help="memory budget for max batch (default: 8)"
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=5, help="timed steps per measurement, median kept (default: 5)"
-    )
+    parser.add_argument("--memory-budget-gb", type=float, default=8.0, help="memory budget for max batch (default: 8)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per measurement, median kept (default: 5)")
     parser.add_argument(
         "--output",
         default="results/attention_benchmark",
@@ -262,11 +235,7 @@ def run_benchmark_attention(args: argparse.Namespace) -> int:
     from .benchmarks.attention import run_attention_benchmark
     from .train import resolve_device
 
-    if (
-        min(args.image_sizes) < 32
-        or (args.batch_size is not None and args.batch_size < 1)
-        or args.repeats < 1
-    ):
+    if min(args.image_sizes) < 32 or (args.batch_size is not None and args.batch_size < 1) or args.repeats < 1:
         raise UserError("--image-sizes must be >= 32, --batch-size and --repeats >= 1.")
     run_attention_benchmark(
         args.image_sizes,
@@ -282,9 +251,7 @@ def run_benchmark_attention(args: argparse.Namespace) -> int:
 def add_benchmark_speed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt")
     parser.add_argument("--batch-size", type=int, default=32, help="throughput batch (default: 32)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for every backend (default: torch's)"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for every backend (default: torch's)")
     parser.add_argument("--repeats", type=int, default=10, help="timed batches per backend (default: 10)")
     parser.add_argument("--output", default=None, help="also write the results to this JSON file")
 

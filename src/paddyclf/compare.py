@@ -69,9 +69,7 @@ def compare_results(paths: list[str | Path], output_dir: str | Path = "compariso
     fig, ax = plt.subplots(figsize=(7, 5))
     for r in rows:
         ax.scatter(r["fps"], r["valid_acc"], s=60)
-        ax.annotate(
-            r["model"], (r["fps"], r["valid_acc"]), textcoords="offset points", xytext=(5, 5), fontsize=8
-        )
+        ax.annotate(r["model"], (r["fps"], r["valid_acc"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set(xlabel="inference images/s", ylabel="valid accuracy", title="accuracy vs speed")
     ax.grid(alpha=0.3)
     save_figure(fig, out / "accuracy_vs_fps.png")

@@ -42,12 +42,8 @@ class TrainConfig:
     grad_clip: float = _opt(1.0, "clip the gradient norm to this value; <= 0 disables")
     num_workers: int = _opt(4, "DataLoader worker processes (0 loads in the main process)")
     pin_memory: bool = _opt(False, "pin host memory in the DataLoader (CUDA)")
-    train_limit: int | None = _opt(
-        None, "use a deterministic stratified subset of this many training samples"
-    )
-    valid_limit: int | None = _opt(
-        None, "use a deterministic stratified subset of this many validation samples"
-    )
+    train_limit: int | None = _opt(None, "use a deterministic stratified subset of this many training samples")
+    valid_limit: int | None = _opt(None, "use a deterministic stratified subset of this many validation samples")
     model_name: str | None = _opt(None, "name of the checkpoint and result files (default: the architecture)")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
     seed: int = _opt(42, "random seed (same seed on CPU -> same history)")
@@ -124,7 +120,5 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig,
 
 def config_from_args(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
     """The config the parsed flags describe; fields without a flag keep ``defaults``."""
-    values = {
-        f.name: getattr(args, f.name, getattr(defaults, f.name)) for f in dataclasses.fields(TrainConfig)
-    }
+    values = {f.name: getattr(args, f.name, getattr(defaults, f.name)) for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**values)

@@ -91,9 +91,7 @@ def read_metadata(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def resolve_samples(
-    rows: list[dict[str, str]], root: Path, label2id: dict[str, int]
-) -> list[tuple[Sample, str]]:
+def resolve_samples(rows: list[dict[str, str]], root: Path, label2id: dict[str, int]) -> list[tuple[Sample, str]]:
     """(Sample, split) per row; split is '' when the CSV has none. Raises on unknown labels."""
     unknown = sorted({r["label"] for r in rows} - set(label2id))
     if unknown:
@@ -105,13 +103,9 @@ def resolve_samples(
     for row in rows:
         split = row.get("split", "").lower()
         if split and split not in SPLIT_ALIASES:
-            raise UserError(
-                f"Unknown split value {row['split']!r}; use train, valid (val, validation) or test."
-            )
+            raise UserError(f"Unknown split value {row['split']!r}; use train, valid (val, validation) or test.")
         p = Path(row["path"])
-        out.append(
-            (Sample(p if p.is_absolute() else root / p, label2id[row["label"]]), SPLIT_ALIASES.get(split, ""))
-        )
+        out.append((Sample(p if p.is_absolute() else root / p, label2id[row["label"]]), SPLIT_ALIASES.get(split, "")))
     return out
 
 
@@ -336,9 +330,7 @@ def make_loader(
     sampler=None,
 ) -> DataLoader:
     """A DataLoader over ``samples`` with the train or eval transform and bad-file skipping."""
-    dataset = ImageDataset(
-        samples, build_transform(image_size, norm, train), decode_size(image_size, norm, train)
-    )
+    dataset = ImageDataset(samples, build_transform(image_size, norm, train), decode_size(image_size, norm, train))
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,

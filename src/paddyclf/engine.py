@@ -175,9 +175,7 @@ def evaluate(
     )
     if len(targets) == 0:
         nan = float("nan")
-        return EvalResult(
-            nan, nan, nan, targets, targets, probs, indices, failures, time.perf_counter() - start
-        )
+        return EvalResult(nan, nan, nan, targets, targets, probs, indices, failures, time.perf_counter() - start)
     eps = 1e-12  # NLL of the softmax (what CrossEntropyLoss computes), guarded against log(0)
     loss = float(-np.log(probs[np.arange(len(targets)), targets] + eps).mean())
     preds = probs.argmax(1)

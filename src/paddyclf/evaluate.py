@@ -25,9 +25,7 @@ def per_class_table(per_class: dict) -> str:
     width = max(12, *(len(n) for n in per_class))
     lines = [f"{'class':<{width}}  precision  recall     f1  support"]
     for name, m in per_class.items():
-        lines.append(
-            f"{name:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:.4f}  {m['support']:7d}"
-        )
+        lines.append(f"{name:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:.4f}  {m['support']:7d}")
     return "\n".join(lines)
 
 
@@ -43,9 +41,7 @@ def plot_confusion(matrix: np.ndarray, names: list[str], path: Path) -> None:
         (axes[1], normalised, "row-normalised", ".2f"),
     ):
         ax.imshow(data, cmap="Blues")
-        ax.set(
-            title=title, xlabel="predicted", ylabel="true", xticks=range(len(names)), yticks=range(len(names))
-        )
+        ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(len(names)), yticks=range(len(names)))
         ax.set_xticklabels(names, rotation=45, ha="right")
         ax.set_yticklabels(names)
         peak = data.max() if data.size else 0

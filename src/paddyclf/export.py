@@ -31,9 +31,7 @@ def export_metadata(ckpt: dict) -> dict:
     }
 
 
-def _write_onnx(
-    model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, metadata: dict
-) -> None:
+def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, metadata: dict) -> None:
     import onnx
 
     with warnings.catch_warnings():

@@ -80,9 +80,7 @@ def onnx_predictor(path: str | Path, threads: int | None = None) -> Predictor:
     def run(images: torch.Tensor) -> np.ndarray:
         return session.run(None, {input_name: images.float().contiguous().numpy()})[0]
 
-    return Predictor(
-        meta["classes"], meta["image_size"], Normalization(**meta["normalization"]), "onnxruntime", run
-    )
+    return Predictor(meta["classes"], meta["image_size"], Normalization(**meta["normalization"]), "onnxruntime", run)
 
 
 def load_predictor(path: str | Path, backend: str | None = None) -> Predictor:

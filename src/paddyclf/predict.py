@@ -47,9 +47,7 @@ def predict_files(
     """One dict per file: path, label_1..k, prob_1..k, status ('ok' or the error)."""
     predictor = load_predictor(model_path, backend)
     if not 1 <= top_k <= len(predictor.classes):
-        raise UserError(
-            f"--top-k must be between 1 and the number of classes ({len(predictor.classes)}); got {top_k}."
-        )
+        raise UserError(f"--top-k must be between 1 and the number of classes ({len(predictor.classes)}); got {top_k}.")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1 (got {batch_size}).")
     files = collect_images(paths)
@@ -57,9 +55,7 @@ def predict_files(
     dataset = ImageDataset(
         [Sample(p, -1) for p in files], build_transform(size, norm, False), decode_size(size, norm, False)
     )
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping_bad
-    )
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping_bad)
     rows: list[dict | None] = [None] * len(files)
     for batch in tqdm(loader, desc="predict", disable=not progress, dynamic_ncols=True):
         for index, failure in zip(batch.failed_indices, batch.failures, strict=True):
@@ -78,9 +74,7 @@ def predict_files(
 
 
 def write_predictions(rows: list[dict], output: str | Path, top_k: int) -> Path:
-    fields = (
-        ["path"] + [f"{kind}_{r}" for r in range(1, top_k + 1) for kind in ("label", "prob")] + ["status"]
-    )
+    fields = ["path"] + [f"{kind}_{r}" for r in range(1, top_k + 1) for kind in ("label", "prob")] + ["status"]
     with atomic_path(output) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, restval="")
         writer.writeheader()

@@ -48,9 +48,7 @@ def prepare_dataset(
     files = [(path, name) for name, paths in classes.items() for path in paths]
     order = stratified_order([label2id[name] for _, name in files], seed)
     n_valid, n_test = round(len(files) * valid_fraction), round(len(files) * test_fraction)
-    split = {int(i): "valid" for i in order[:n_valid]} | {
-        int(i): "test" for i in order[n_valid : n_valid + n_test]
-    }
+    split = {int(i): "valid" for i in order[:n_valid]} | {int(i): "test" for i in order[n_valid : n_valid + n_test]}
     out_dir.mkdir(parents=True, exist_ok=True)
     metadata = out_dir / "metadata.csv"
     with atomic_path(metadata) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:

@@ -30,9 +30,7 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
     base = np.array([rng.uniform(70, 120), rng.uniform(80, 130), rng.uniform(40, 80)])
     # mud and water: mostly brightness variation, a little colour
     coarse = rng.normal(0, 18, (size // 16, size // 16, 1)) + rng.normal(0, 5, (size // 16, size // 16, 3))
-    coarse = (
-        np.asarray(Image.fromarray(np.uint8(np.clip(coarse + 128, 0, 255))).resize((size, size)), float) - 128
-    )
+    coarse = np.asarray(Image.fromarray(np.uint8(np.clip(coarse + 128, 0, 255))).resize((size, size)), float) - 128
     fine = rng.normal(0, 8, (size, size, 1))
     return Image.fromarray(np.uint8(np.clip(base + coarse + fine, 0, 255)))
 
@@ -61,9 +59,7 @@ def _point(length, centre, t: float, v: float) -> tuple[float, float]:
 def _draw_leaf(rng: np.random.Generator, label: str, size: int) -> tuple[Image.Image, Image.Image]:
     length, centre, half = _blade_geometry(rng, size)
     ts = np.linspace(0, 1, 60)
-    outline = [_point(length, centre, t, -half(t)) for t in ts] + [
-        _point(length, centre, t, half(t)) for t in ts[::-1]
-    ]
+    outline = [_point(length, centre, t, -half(t)) for t in ts] + [_point(length, centre, t, half(t)) for t in ts[::-1]]
     green = np.array([rng.uniform(40, 80), rng.uniform(120, 170), rng.uniform(30, 70)])
     leaf = Image.new("RGB", (size, size), tuple(int(c) for c in green))
     mask = Image.new("L", (size, size), 0)

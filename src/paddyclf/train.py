@@ -163,12 +163,8 @@ def train(config: TrainConfig, progress: bool | None = None) -> dict:
     valid_loader = make_loader(splits["valid"], train=False, **loader_args)
 
     # ---- optimisation
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, config.base_lr, config.head_lr, config.weight_decay)
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.scheduler_tmax or config.epochs
-    )
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.base_lr, config.head_lr, config.weight_decay))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.scheduler_tmax or config.epochs)
     amp_dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
@@ -221,9 +217,7 @@ def train(config: TrainConfig, progress: bool | None = None) -> dict:
                 "valid_f1": valid_result.f1,
                 "valid_loss": valid_result.loss,
             }
-            ckpt_io.save_checkpoint(
-                best_path, model, arch, label2id, norm, epoch, epoch_metrics, seed=config.seed
-            )
+            ckpt_io.save_checkpoint(best_path, model, arch, label2id, norm, epoch, epoch_metrics, seed=config.seed)
         else:
             stale += 1
         if config.patience > 0 and stale >= config.patience and epoch < config.epochs:

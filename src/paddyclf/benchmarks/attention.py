@@ -84,9 +84,7 @@ def static_bytes(module: nn.Module) -> int:
     return 4 * sum(p.numel() * p.element_size() for p in module.parameters())
 
 
-def largest_batch_cuda(
-    module: nn.Module, scope: str, image_size: int, setup: Setup, limit: int = 4096
-) -> int:
+def largest_batch_cuda(module: nn.Module, scope: str, image_size: int, setup: Setup, limit: int = 4096) -> int:
     """Largest batch whose training step fits both the budget and the GPU (doubling, then bisection)."""
     budget = setup.memory_budget_gb * 2**30 - static_bytes(module)
 
@@ -170,9 +168,11 @@ def markdown(result: dict) -> str:
         "",
         f"device {env['device']}{' (' + env['gpu'] + ')' if 'gpu' in env else ''}, torch {env['torch']}, "
         f"{env['threads']} threads, float32, batch {result['batch_size']}, "
-        f"memory budget {result['memory_budget_gb']} GB; times are medians of {result['repeats']} steps.",
+        f"memory budget {result['memory_budget_gb']} GB; times are medians of up to "
+        f"{result['repeats']} steps (at least 3; slow steps stop after a 15 s budget).",
         "",
-        "| scope | size | tokens N | variant | fwd+bwd ms/img | infer img/s | saved MiB/img | max batch | N^2d or Nd^2 |",
+        "| scope | size | tokens N | variant | fwd+bwd ms/img | infer img/s | saved MiB/img | max batch "
+        "| N^2d or Nd^2 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
@@ -205,9 +205,7 @@ def plot(result: dict, path: Path) -> None:
             rows = [r for r in result["rows"] if r["scope"] == scope and r["variant"] == variant]
             tokens = [r["tokens"] for r in rows]
             label = f"{variant} ({scope})"
-            axes[0].loglog(
-                tokens, [r["train_ms_per_image"] for r in rows], style, color=color, marker="o", label=label
-            )
+            axes[0].loglog(tokens, [r["train_ms_per_image"] for r in rows], style, color=color, marker="o", label=label)
             axes[1].loglog(
                 tokens,
                 [r["saved_bytes_per_image"] / 2**20 for r in rows],
@@ -245,7 +243,8 @@ def run_attention_benchmark(
                 rows.append(row)
                 log(
                     f"{scope:5} {size:>5}px N={row['tokens']:>5} {variant:7} "
-                    f"fwd+bwd {row['train_ms_per_image']:8.2f} ms/img  infer {row['inference_images_per_s']:8.1f} img/s  "
+                    f"fwd+bwd {row['train_ms_per_image']:8.2f} ms/img  "
+                    f"infer {row['inference_images_per_s']:8.1f} img/s  "
                     f"saved {row['saved_bytes_per_image'] / 2**20:8.2f} MiB/img  max batch {row['max_batch_in_budget']}"
                 )
     result = {

@@ -79,9 +79,7 @@ def run_speed_benchmark(
     for r in results.values():
         r["throughput_ratio_to_eager"] = r["images_per_s"] / base["images_per_s"]
         r["latency_speedup_vs_eager"] = base["latency_ms_median"] / r["latency_ms_median"]
-    log(
-        f"{ckpt['config']['architecture']} at {size}px, batch {batch_size}, {torch.get_num_threads()} threads"
-    )
+    log(f"{ckpt['config']['architecture']} at {size}px, batch {batch_size}, {torch.get_num_threads()} threads")
     log(f"{'backend':22} {'img/s':>9} {'x eager':>8} {'b1 median ms':>13} {'b1 p90 ms':>10} {'x eager':>8}")
     for key, r in results.items():
         log(

@@ -109,9 +109,7 @@ def feature_size(image_size: int) -> tuple[int, int]:
 class MobileNetV3_Small(PaddyClassifier):
     """Plain MobileNetV3-Small features + linear classifier: the no-attention baseline."""
 
-    def __init__(
-        self, num_classes: int, pretrained: bool = False, dropout: float = 0.1, **backbone_kwargs
-    ) -> None:
+    def __init__(self, num_classes: int, pretrained: bool = False, dropout: float = 0.1, **backbone_kwargs) -> None:
         super().__init__(num_classes, lambda c: nn.Identity(), dropout, pretrained, **backbone_kwargs)
 
 
@@ -126,9 +124,7 @@ class MobileNetV3_Small_BoT_Linear(PaddyClassifier):
         dropout: float = 0.1,
         **backbone_kwargs,
     ) -> None:
-        super().__init__(
-            num_classes, lambda c: BoTNetBlockLinear(c, heads), dropout, pretrained, **backbone_kwargs
-        )
+        super().__init__(num_classes, lambda c: BoTNetBlockLinear(c, heads), dropout, pretrained, **backbone_kwargs)
 
 
 class MobileNetV3_Small_BoT(PaddyClassifier):
