@@ -103,3 +103,121 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
 def class_names(label2id: dict[str, int]) -> list[str]:
     """Label names ordered by id."""
     return [name for name, _ in sorted(label2id.items(), key=lambda kv: kv[1])]
+
+
+# --------------------------------------------------------------------------- resumable training state
+
+TRAIN_STATE_FORMAT = "paddyclf-train-state"
+
+
+def rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) RNG states, in types ``weights_only`` loading accepts."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_train_state(
+    path, model, optimizer, scheduler, scaler, config, arch: dict, label2id: dict, norm: Normalization, state, partial
+) -> Path:
+    """Write ``<model_name>_last.pt`` atomically: everything an exact ``--resume`` needs."""
+    from dataclasses import asdict
+
+    payload = {
+        "format": TRAIN_STATE_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": dict(arch),
+        "train_config": asdict(config),
+        "label2id": dict(label2id),
+        "normalization": norm.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": state.epoch,
+        "skip": state.skip,
+        "partial": None
+        if partial is None
+        else {
+            "loss_sum": partial.loss_sum,
+            "correct": partial.correct,
+            "images": partial.images,
+            "seconds": partial.seconds,
+            "steps": partial.steps,
+            "failures": list(partial.failures),
+        },
+        "best_f1": state.best_f1,
+        "best_epoch": state.best_epoch,
+        "stale": state.stale,
+        "history": {k: list(v) for k, v in state.history.items()},
+        "rng": rng_state(),
+    }
+    return save_torch(path, payload)
+
+
+def load_train_state(path, arch: dict, label2id: dict) -> dict:
+    """Load a ``_last.pt`` (``weights_only=True``); refuse one of another architecture or class set."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--resume {path}: no such file.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise UserError(f"--resume {path} could not be read ({type(exc).__name__}: {first_line(exc)}).") from None
+    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
+        raise UserError(f"--resume {path} is not a training state; pass the <model_name>_last.pt of a run.")
+    if state["config"] != arch:
+        diff = {k: (state["config"].get(k), v) for k, v in arch.items() if state["config"].get(k) != v}
+        raise UserError(
+            f"Refusing to resume from {path}: it was trained with another architecture "
+            f"({', '.join(f'{k}: {old} in the checkpoint, {new} now' for k, (old, new) in diff.items())})."
+        )
+    if state["label2id"] != label2id:
+        raise UserError(f"Refusing to resume from {path}: its class set differs from the current label2id.")
+    return state
+
+
+def restore_train_state(state: dict, model, optimizer, scheduler, scaler, keep_partial: bool = True):
+    """Load a ``_last.pt`` into the live objects; return the RunState to continue from.
+
+    ``keep_partial`` is true on rank 0 only: the saved sums of an interrupted epoch already
+    cover every rank.
+    """
+    from .engine import EpochResult
+    from .train import RunState
+
+    unwrap(model).load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    run = RunState(state["epoch"], None, state["skip"], state["best_f1"], state["best_epoch"], state["stale"])
+    for key, values in state["history"].items():
+        run.history[key] = list(values)
+    if state["partial"] is not None:
+        run.partial = EpochResult(**state["partial"]) if keep_partial else EpochResult(steps=state["partial"]["steps"])
+    return run

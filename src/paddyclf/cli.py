@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .config import TrainConfig, add_config_arguments, config_from_args
-from .errors import UserError
+from .errors import TrainingInterruptedError, UserError
 from .models import model_arguments
 
 DEMO_DIR = "data/demo"
@@ -268,11 +268,51 @@ def run_benchmark_speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_benchmark_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", nargs="+", default=None, help="folder(s) of photos (class sub-folders optional)")
+    parser.add_argument("--metadata", default=None, help="or a metadata CSV (its train split; valid split -> accuracy)")
+    parser.add_argument("--label2id", default=None, help="label map for --metadata (default: beside the CSV)")
+    parser.add_argument("--generate", type=int, default=0, help="add N synthetic 480x640 JPEGs (default: 0)")
+    parser.add_argument("--image-size", type=int, default=224, help="training size (default: 224)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers, both pipelines (default: 2)")
+    parser.add_argument("--epochs", type=int, default=2, help="end-to-end epochs per pipeline, >= 2 (default: 2)")
+    parser.add_argument("--model", default="MobileNetV3_Small_BoT_Linear", help="architecture (default: BoT-Linear)")
+    parser.add_argument("--output", default=None, help="also write the results to this JSON file")
+
+
+def run_benchmark_train(args: argparse.Namespace) -> int:
+    from .benchmarks.train_speed import run_train_benchmark
+    from .fileio import write_json
+
+    if args.image_size < 32 or args.batch_size < 1 or args.num_workers < 0 or args.generate < 0:
+        raise UserError("--image-size must be >= 32, --batch-size >= 1, --num-workers and --generate >= 0.")
+    result = run_train_benchmark(
+        args.images,
+        args.metadata,
+        args.label2id,
+        args.generate,
+        args.image_size,
+        args.batch_size,
+        args.num_workers,
+        args.epochs,
+        args.model,
+    )
+    if args.output:
+        write_json(args.output, result)
+    return 0
+
+
 BENCHMARKS: dict[str, tuple[str, Callable, Callable]] = {
     "attention": (
         "softmax vs linear BoT: time, memory, max batch vs image size",
         add_benchmark_attention_arguments,
         run_benchmark_attention,
+    ),
+    "train": (
+        "training images/s: project pipeline vs a naive PIL/NCHW one",
+        add_benchmark_train_arguments,
+        run_benchmark_train,
     ),
     "speed": (
         "inference speed of a checkpoint: PyTorch eager, channels_last, ONNX Runtime",
@@ -339,6 +379,9 @@ def guarded(run: Callable[[], int]) -> int:
         return run()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except TrainingInterruptedError as exc:
+        print(str(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

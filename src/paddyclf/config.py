@@ -50,6 +50,14 @@ class TrainConfig:
     plot: bool = _opt(False, "save the training-history figure to results/<model_name>_history.png")
     save_history: bool = _opt(False, "write results/<model_name>_history.json and _metrics.json")
     output_dir: str = _opt(".", "where the checkpoint goes; results go to <output-dir>/results/")
+    channels_last: bool = _opt(True, "channels_last memory format for model and batches (faster convs on CPU and GPU)")
+    compile: bool = _opt(False, "torch.compile the model (slow first epoch, faster afterwards)")
+    compile_backend: str = _opt("inductor", "torch.compile backend with --compile (aot_eager: trace only, no codegen)")
+    cache_dir: str | None = _opt(
+        None, "cache decoded, resized images here (uint8, memory-mapped); later epochs skip JPEG decoding"
+    )
+    resume: str | None = _opt(None, "continue from a <model_name>_last.pt written by an interrupted run")
+    sync_bn: bool = _opt(False, "SyncBatchNorm across processes under torchrun")
 
     @property
     def run_name(self) -> str:
@@ -106,7 +114,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig,
         kind = _field_type(f)
         help_text = f.metadata["help"] + ("" if kind is bool else f" (default: {default})")
         if kind is bool:
-            parser.add_argument(flag, action="store_true", default=default, help=help_text)
+            # a switch that is on by default also needs its --no- form
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            parser.add_argument(flag, action=action, default=default, help=help_text)
         else:
             parser.add_argument(
                 flag,

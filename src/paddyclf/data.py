@@ -8,7 +8,9 @@ column, a stratified 20% of the rows (by ``--seed``) becomes the validation set.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import math
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -18,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import v2
 
 from .errors import UserError
+from .fileio import atomic_path
 
 SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
 DEFAULT_VALID_FRACTION = 0.2
@@ -272,26 +275,89 @@ class ImageDataset(Dataset):
     """``(image, label, index)`` per sample; an unreadable file yields ``(None, index, "path: error")``.
 
     Failures are passed on rather than raised so that one broken photo never kills a long run;
-    :func:`collate_skipping_bad` drops them from the batch and reports them.
+    :func:`collate_skipping_bad` drops them from the batch and reports them. With a
+    :class:`DecodedCache`, images come from the cache (decoded once, in an earlier epoch).
     """
 
-    def __init__(self, samples: list[Sample], transform, decode_min_size: int | None = None) -> None:
+    def __init__(
+        self,
+        samples: list[Sample],
+        transform,
+        decode_min_size: int | None = None,
+        cache: DecodedCache | None = None,
+        seed: int = 0,
+    ) -> None:
         self.samples = samples
         self.transform = transform
         self.decode_min_size = decode_min_size
+        self.cache = cache
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        """``key`` is an index, or ``(epoch, index)`` from :class:`EpochShuffleSampler`.
+
+        With an epoch, the random augmentation is seeded by (seed, epoch, index) in a forked RNG:
+        it is then the same whatever the number of workers or ranks, and after a resume.
+        """
+        epoch, index = key if isinstance(key, tuple) else (None, key)
         sample = self.samples[index]
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # PIL's palette/EXIF chatter, once per image
-                image = load_image(sample.path, self.decode_min_size)
-            return self.transform(image), sample.label, index
+            image = self.read(sample.path)
+            if epoch is None:
+                return self.transform(image), sample.label, index
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_033 + index)
+                return self.transform(image), sample.label, index
         except Exception as exc:  # noqa: BLE001 - any decoder failure means "skip this file"
             return None, index, f"{sample.path}: {type(exc).__name__}: {exc}"
+
+    def read(self, path: Path) -> Image.Image | torch.Tensor:
+        if self.cache is not None:
+            return self.cache.load(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's palette/EXIF chatter, once per image
+            return load_image(path, self.decode_min_size)
+
+
+class DecodedCache:
+    """Decoded images on disk: one uint8 CHW ``.npy`` per image, read back memory-mapped.
+
+    Each image is stored once, resized so its short side is ``short_side`` (the eval resize, a
+    little above the training size), under a key of its absolute path, ``short_side``, mtime and
+    byte size: a changed file gets a new key and is decoded again. Random crops and flips are
+    applied after reading, so they still vary per epoch. Entries are written atomically, so
+    DataLoader workers can fill the cache concurrently during the first epoch.
+    """
+
+    def __init__(self, root: str | Path, short_side: int) -> None:
+        self.root = Path(root)
+        self.short_side = short_side
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def entry(self, path: Path) -> Path:
+        stat = path.stat()
+        raw = f"{path.resolve()}|{self.short_side}|{stat.st_mtime_ns}|{stat.st_size}"
+        return self.root / f"{hashlib.sha1(raw.encode()).hexdigest()}.npy"
+
+    def decode(self, path: Path) -> torch.Tensor:
+        """Fresh decode: draft-mode JPEG, then the same antialiased resize the eval transform uses."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = v2.functional.pil_to_tensor(load_image(path, self.short_side))
+        return v2.functional.resize(image, self.short_side, antialias=True)
+
+    def load(self, path: Path) -> torch.Tensor:
+        """(3, H, W) uint8; decoded and stored on the first call, memory-mapped afterwards."""
+        entry = self.entry(path)
+        if entry.is_file():
+            return torch.from_numpy(np.array(np.load(entry, mmap_mode="r")))
+        image = self.decode(path)
+        with atomic_path(entry) as tmp, tmp.open("wb") as fh:
+            np.save(fh, image.numpy())
+        return image
 
 
 @dataclass
@@ -318,6 +384,54 @@ def class_counts(samples: list[Sample]) -> Counter:
     return Counter(s.label for s in samples)
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """Training order: a permutation seeded by (seed, epoch), sharded across ranks, resumable mid-epoch.
+
+    Yields ``(epoch, index)`` so that the dataset can seed each item's augmentation.
+    Every rank draws the same permutation, pads it (by wrapping) to a multiple of ``world_size``
+    and takes every ``world_size``-th index, as DistributedSampler does. ``set_epoch(e, skip=k)``
+    starts epoch ``e`` after its first ``k`` indices, which is how a run resumes inside an epoch.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def shard(self) -> list[int]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        total = math.ceil(self.size / self.world_size) * self.world_size
+        order = torch.cat([order, order[: total - self.size]])
+        return order[self.rank : total : self.world_size].tolist()
+
+    def __iter__(self):
+        return iter([(self.epoch, index) for index in self.shard()[self.skip :]])
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world_size) - self.skip
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation order: indices ``rank, rank + world, ...`` with no padding, so across ranks
+    every sample is seen exactly once."""
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, size, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _single_thread_worker(_: int) -> None:
+    # Workers decode and augment; one thread each keeps them from fighting the training step for cores.
+    torch.set_num_threads(1)
+
+
 def make_loader(
     samples: list[Sample],
     image_size: int,
@@ -327,20 +441,29 @@ def make_loader(
     num_workers: int,
     seed: int,
     pin_memory: bool = False,
-    sampler=None,
+    rank: int = 0,
+    world_size: int = 1,
+    cache: DecodedCache | None = None,
 ) -> DataLoader:
-    """A DataLoader over ``samples`` with the train or eval transform and bad-file skipping."""
-    dataset = ImageDataset(samples, build_transform(image_size, norm, train), decode_size(image_size, norm, train))
-    generator = torch.Generator().manual_seed(seed)
+    """A DataLoader over ``samples`` with the train or eval transform and bad-file skipping.
+
+    Train: :class:`EpochShuffleSampler` (call ``loader.sampler.set_epoch``); eval: :class:`ShardSampler`.
+    """
+    dataset = ImageDataset(
+        samples, build_transform(image_size, norm, train), decode_size(image_size, norm, train), cache, seed
+    )
+    if train:
+        sampler: Sampler = EpochShuffleSampler(len(samples), seed, rank, world_size)
+    else:
+        sampler = ShardSampler(len(samples), rank, world_size)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train and sampler is None,
         sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
         collate_fn=collate_skipping_bad,
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_single_thread_worker if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
-        drop_last=False,
     )

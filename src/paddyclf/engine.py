@@ -43,11 +43,23 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class EpochResult:
-    loss: float
-    accuracy: float
-    seconds: float
-    images: int
+    """Sums over the batches of one epoch (on this rank); ``steps`` counts batches done, incl. resumed ones."""
+
+    loss_sum: float = 0.0
+    correct: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    steps: int = 0
     failures: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.images, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.images, 1)
 
     @property
     def images_per_second(self) -> float:
@@ -66,49 +78,53 @@ def train_one_epoch(
     channels_last: bool = False,
     progress: bool = True,
     stop_requested=lambda: False,
+    resumed: EpochResult | None = None,
 ) -> EpochResult:
     """Train for one pass over ``loader``; batches of only unreadable images are skipped.
 
-    ``stop_requested()`` is polled after every step so that SIGINT/SIGTERM ends the epoch early.
+    ``resumed`` carries the sums of the batches an interrupted run already did in this epoch.
+    ``stop_requested()`` is polled after every step; when it is true the epoch ends early with
+    ``interrupted`` set, so SIGINT/SIGTERM never cut a step in half.
     """
     model.train()
     criterion = nn.CrossEntropyLoss()
-    loss_sum, correct, seen, failures = 0.0, 0, 0, []
-    start = time.perf_counter()
+    result = resumed or EpochResult()
+    start = time.perf_counter() - result.seconds
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress, dynamic_ncols=True)
-    for step, batch in enumerate(bar, 1):
-        failures += batch.failures
-        if batch.images is None:
-            continue
-        images = to_device(batch.images, device, channels_last)
-        labels = batch.labels.to(device, non_blocking=True)
-        with autocast(device, amp_dtype):
-            logits = model(images)
-            loss = criterion(logits.float(), labels)
-        if not math.isfinite(loss.item()):
-            raise NonFiniteLossError(epoch, step, loss.item())
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        n = labels.numel()
-        loss_sum += loss.item() * n
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += n
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+    for batch in bar:
+        result.steps += 1
+        result.failures += batch.failures
+        if batch.images is not None:
+            images = to_device(batch.images, device, channels_last)
+            labels = batch.labels.to(device, non_blocking=True)
+            with autocast(device, amp_dtype):
+                logits = model(images)
+                loss = criterion(logits.float(), labels)
+            if not math.isfinite(loss.item()):
+                raise NonFiniteLossError(epoch, result.steps, loss.item())
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            n = labels.numel()
+            result.loss_sum += loss.item() * n
+            result.correct += (logits.argmax(1) == labels).sum().item()
+            result.images += n
+            bar.set_postfix(loss=f"{result.loss:.4f}", acc=f"{result.accuracy:.3f}")
         if stop_requested():
+            result.interrupted = True
             break
-    seconds = time.perf_counter() - start
-    return EpochResult(loss_sum / max(seen, 1), correct / max(seen, 1), seconds, seen, failures)
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 @dataclass
@@ -167,12 +183,18 @@ def evaluate(
     channels_last: bool = False,
     progress: bool = True,
     tta: bool = False,
+    gather=lambda part: [part],
 ) -> EvalResult:
-    """Loss, accuracy and macro-F1 of ``model`` over ``loader`` (unreadable images excluded)."""
+    """Loss, accuracy and macro-F1 of ``model`` over ``loader`` (unreadable images excluded).
+
+    Under DDP each rank predicts its shard and ``gather`` (e.g. ``DistInfo.gather``) collects all
+    shards, so every rank computes the metrics of the whole set, each sample counted once.
+    """
     start = time.perf_counter()
-    probs, targets, indices, failures = predict_loader(
-        model, loader, device, amp_dtype, channels_last, progress, tta=tta
-    )
+    parts = gather(predict_loader(model, loader, device, amp_dtype, channels_last, progress, tta=tta))
+    parts = [p for p in parts if len(p[1])] or parts[:1]  # ranks with nothing readable add nothing
+    probs, targets, indices = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    failures = [f for p in parts for f in p[3]]
     if len(targets) == 0:
         nan = float("nan")
         return EvalResult(nan, nan, nan, targets, targets, probs, indices, failures, time.perf_counter() - start)

@@ -165,4 +165,18 @@ def dataset_exists(out_dir: str | Path) -> bool:
         return all((out_dir / row["path"]).is_file() for row in csv.DictReader(fh))
 
 
-__all__ = ["CLASSES", "dataset_exists", "make_dataset", "render_image"]
+__all__ = ["CLASSES", "dataset_exists", "make_dataset", "make_photo_folder", "render_image"]
+
+
+def make_photo_folder(out_dir: str | Path, count: int, seed: int = 0, quality: int = 90) -> Path:
+    """``count`` synthetic 480x640 (portrait) JPEGs in ``out_dir/<class>/``: the size and quality of
+    Paddy Doctor field photos, for decoding benchmarks."""
+    out_dir = Path(out_dir)
+    for i in range(count):
+        label = CLASSES[i % len(CLASSES)]
+        (out_dir / label).mkdir(parents=True, exist_ok=True)
+        photo = render_image(label, seed, 1_000_000 + i, size=640).crop((80, 0, 560, 640))
+        atomic_write(
+            out_dir / label / f"photo_{i:05d}.jpg", lambda tmp, im=photo: im.save(tmp, "JPEG", quality=quality)
+        )
+    return out_dir

@@ -19,7 +19,7 @@ from torch import nn
 from ..fileio import atomic_path, write_json
 from ..models import BoTNetBlock, BoTNetBlockLinear, create_model
 from ..models.classifiers import feature_size
-from .common import environment, median_seconds, saved_tensor_bytes, synchronize
+from .common import PRINT, environment, median_seconds, saved_tensor_bytes, synchronize
 
 VARIANTS = {
     "softmax": ("BoTNetBlock", "MobileNetV3_Small_BoT"),
@@ -230,7 +230,7 @@ def run_attention_benchmark(
     output: str | Path = "results/attention_benchmark",
     scopes=("block", "model"),
     repeats: int = 5,
-    log=print,
+    log=PRINT,
 ) -> dict:
     """Measure every (scope, size, variant); write ``<output>.json``, ``.md`` and ``.png``; return the result."""
     dev = torch.device(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import statistics
 import time
@@ -9,6 +10,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+PRINT = functools.partial(print, flush=True)  # rows appear as measured, also when stdout is a file
 
 
 def synchronize(device: torch.device) -> None:

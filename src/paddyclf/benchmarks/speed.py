@@ -15,7 +15,7 @@ import torch
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..export import export_model
-from .common import environment
+from .common import PRINT, environment
 
 
 def _latencies(run, x, warmup: int, repeats: int) -> list[float]:
@@ -42,7 +42,7 @@ def measure_backend(run, size: int, batch_size: int, warmup: int = 3, repeats: i
 
 
 def run_speed_benchmark(
-    checkpoint: str | Path, batch_size: int = 32, threads: int | None = None, repeats: int = 10, log=print
+    checkpoint: str | Path, batch_size: int = 32, threads: int | None = None, repeats: int = 10, log=PRINT
 ) -> dict:
     import onnxruntime as ort
 

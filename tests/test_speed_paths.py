@@ -1,0 +1,124 @@
+"""The fast input path (draft decode, decoded cache) gives the pixels of the plain path; speed flags train."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_args
+from PIL import Image
+
+from paddyclf.cli import main
+from paddyclf.data import DecodedCache, Normalization, build_transform, load_image
+from paddyclf.synthetic import make_photo_folder
+
+NORM = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> list[Path]:
+    root = make_photo_folder(tmp_path_factory.mktemp("photos"), 4)
+    return sorted(root.rglob("*.jpg"))
+
+
+def test_draft_decode_gives_the_size_and_mode_of_a_full_decode_after_resize(photos):
+    eval_tf = build_transform(224, NORM, train=False)
+    for path in photos:
+        full, draft = load_image(path), load_image(path, min_size=224)
+        assert full.size == (480, 640) and draft.size == (240, 320)  # libjpeg scaled by 1/2
+        assert draft.mode == full.mode == "RGB"
+        a, b = eval_tf(full), eval_tf(draft)
+        assert a.shape == b.shape == (3, 224, 224) and a.dtype == b.dtype
+        assert (a - b).abs().mean() < 0.1  # same picture; only resampling differs
+
+
+def test_cache_round_trip_gives_the_pixels_of_a_fresh_decode(photos, tmp_path):
+    eval_tf = build_transform(224, NORM, train=False)
+    cache = DecodedCache(tmp_path / "cache", short_side=256)
+    for path in photos:
+        first = cache.load(path)  # decodes and stores
+        again = cache.load(path)  # memory-mapped read
+        assert first.dtype == torch.uint8 and min(first.shape[1:]) == 256
+        assert torch.equal(first, again)
+        assert torch.equal(eval_tf(again), eval_tf(load_image(path, 256)))
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == len(photos)
+
+
+def test_a_changed_file_is_decoded_again(photos, tmp_path):
+    path = tmp_path / "leaf.jpg"
+    shutil.copy(photos[0], path)
+    cache = DecodedCache(tmp_path / "cache", short_side=256)
+    before = cache.load(path)
+    Image.new("RGB", (480, 640), (255, 0, 0)).save(path, quality=95)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    after = cache.load(path)
+    assert not torch.equal(before, after)
+    assert after[0].float().mean() > 240 and after[1].float().mean() < 15  # the new red image
+
+
+def test_training_with_cache_skips_and_reports_a_truncated_jpeg(tiny_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    victim = sorted((data / "images" / "blast").glob("*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:300])
+    args = tiny_args(data, tmp_path / "out", "--cache-dir", str(tmp_path / "cache"))
+    assert main(["train", *args]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 unreadable image(s) this epoch" in out and victim.name in out
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 32 - 1  # train + valid, minus the broken one
+
+
+# aot_eager: dynamo traces the model and AOT autograd builds the backward, without inductor's minutes of C++ codegen
+@pytest.mark.parametrize(
+    "flags", [["--no-channels-last"], ["--channels-last", "--compile", "--compile-backend", "aot_eager"]]
+)
+def test_speed_flags_run_a_training_step(tiny_data, tmp_path, flags):
+    args = tiny_args(tiny_data, tmp_path, "--epochs", "1", "--train-limit", "8", "--valid-limit", "4", *flags)
+    assert main(["train", *args]) == 0
+    assert (tmp_path / "MobileNetV3_Small_BoT_Linear_best.pt").is_file()
+
+
+def test_channels_last_and_nchw_train_the_same_model(tiny_data, tmp_path):
+    for name, flag in (("cl", "--channels-last"), ("nchw", "--no-channels-last")):
+        args = tiny_args(tiny_data, tmp_path / name, "--epochs", "1", "--train-limit", "8", flag)
+        assert main(["train", *args]) == 0
+    a, b = (
+        torch.load(tmp_path / n / "MobileNetV3_Small_BoT_Linear_last.pt", weights_only=True)["state_dict"]
+        for n in ("cl", "nchw")
+    )
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-3, rtol=1e-3)
+
+
+def test_benchmark_train_command_runs_both_pipelines(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert (
+        main(
+            [
+                "benchmark",
+                "train",
+                "--generate",
+                "8",
+                "--image-size",
+                "64",
+                "--batch-size",
+                "4",
+                "--num-workers",
+                "0",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "naive" in text and "project" in text and "project / naive" in text
+    import json
+
+    result = json.loads(out.read_text())
+    assert set(result["pipelines"]) == {"naive", "project"}
+    assert result["train_images"] == 8
