@@ -73,19 +73,26 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load a paddyclf checkpoint with ``weights_only=True``; a clear UserError for anything else."""
+    return _load_weights_only(
+        path, CHECKPOINT_FORMAT, "Checkpoint", "a paddyclf checkpoint (written by `paddyclf train`)"
+    )
+
+
+def _load_weights_only(path: str | Path, fmt: str, what: str, expected: str) -> dict:
+    """``torch.load(weights_only=True)`` of a dict whose ``format`` is ``fmt``; UserError for anything else."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"Checkpoint {path} not found.")
+        raise UserError(f"{what} {path} not found.")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise UserError(
-            f"Checkpoint {path} could not be read ({type(exc).__name__}: {first_line(exc)}). "
-            "It may be truncated or not a paddyclf checkpoint."
+            f"{what} {path} could not be read ({type(exc).__name__}: {first_line(exc)}). "
+            f"It may be truncated or not {expected}."
         ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path} is not a paddyclf checkpoint (written by `paddyclf train`).")
-    return ckpt
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise UserError(f"{what} {path} is not {expected}.")
+    return data
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
@@ -180,15 +187,7 @@ def save_train_state(
 
 def load_train_state(path, arch: dict, label2id: dict) -> dict:
     """Load a ``_last.pt`` (``weights_only=True``); refuse one of another architecture or class set."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--resume {path}: no such file.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise UserError(f"--resume {path} could not be read ({type(exc).__name__}: {first_line(exc)}).") from None
-    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
-        raise UserError(f"--resume {path} is not a training state; pass the <model_name>_last.pt of a run.")
+    state = _load_weights_only(path, TRAIN_STATE_FORMAT, "--resume", "a training state (a run's <model_name>_last.pt)")
     if state["config"] != arch:
         diff = {k: (state["config"].get(k), v) for k, v in arch.items() if state["config"].get(k) != v}
         raise UserError(

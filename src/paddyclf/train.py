@@ -347,39 +347,8 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
                     f"(best {state.best_f1:.4f} at epoch {state.best_epoch})."
                 )
     training_seconds = time.perf_counter() - start
-    return _final_report(
-        config,
-        info,
-        device,
-        best_path,
-        valid_loader,
-        num_classes,
-        names,
-        amp_dtype,
-        num_params,
-        size_mb,
-        state,
-        training_seconds,
-        log,
-    )
 
-
-def _final_report(
-    config,
-    info,
-    device,
-    best_path,
-    valid_loader,
-    num_classes,
-    names,
-    amp_dtype,
-    num_params,
-    size_mb,
-    state: RunState,
-    training_seconds: float,
-    log,
-) -> dict:
-    """Reload the best checkpoint, evaluate it on the whole valid set, time it, print and write the results."""
+    # ---- final report: the reloaded best checkpoint on the whole valid set, its speed, the files
     if info.enabled:
         torch.distributed.barrier()  # rank 0 has finished writing the best checkpoint
     best = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(best_path)).to(device)
