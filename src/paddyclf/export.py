@@ -81,9 +81,15 @@ def export_model(
     tolerance: float = PARITY_TOLERANCE,
 ) -> float:
     """Export ``checkpoint`` to ``output``; return the max abs logit difference (raises if above tolerance)."""
+    return export_checkpoint(load_checkpoint(checkpoint), output, fmt, opset, tolerance)
+
+
+def export_checkpoint(
+    ckpt: dict, output: str | Path, fmt: str = "onnx", opset: int = DEFAULT_OPSET, tolerance: float = PARITY_TOLERANCE
+) -> float:
+    """:func:`export_model` for a checkpoint dict already in memory."""
     if fmt not in ("onnx", "torchscript"):
         raise UserError(f"--format must be onnx or torchscript (got {fmt!r}).")
-    ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
     size = ckpt["config"]["image_size"]
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
-from ..export import export_model
+from ..export import export_checkpoint
+from ..models import create_model, model_kwargs
 from .common import PRINT, environment
 
 
@@ -41,35 +42,24 @@ def measure_backend(run, size: int, batch_size: int, warmup: int = 3, repeats: i
     }
 
 
-def run_speed_benchmark(
-    checkpoint: str | Path, batch_size: int = 32, threads: int | None = None, repeats: int = 10, log=PRINT
-) -> dict:
+def backend_results(ckpt: dict, batch_size: int, threads: int, repeats: int) -> dict:
+    """Eager NCHW, channels_last and ONNX Runtime speed of the model in ``ckpt``, with ratios to eager."""
     import onnxruntime as ort
 
-    if threads:
-        torch.set_num_threads(threads)
-    ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt)
     size = ckpt["config"]["image_size"]
-    results = {}
-
-    @torch.no_grad()
-    def eager(x):
-        return model(x)
-
-    results["torch_eager_nchw"] = measure_backend(eager, size, batch_size, repeats=repeats)
+    model = model_from_checkpoint(ckpt)
     model_cl = model_from_checkpoint(ckpt).to(memory_format=torch.channels_last)
-
-    @torch.no_grad()
-    def channels_last(x):
-        return model_cl(x.contiguous(memory_format=torch.channels_last))
-
-    results["torch_channels_last"] = measure_backend(channels_last, size, batch_size, repeats=repeats)
+    results = {}
+    with torch.no_grad():
+        results["torch_eager_nchw"] = measure_backend(model, size, batch_size, repeats=repeats)
+        results["torch_channels_last"] = measure_backend(
+            lambda x: model_cl(x.contiguous(memory_format=torch.channels_last)), size, batch_size, repeats=repeats
+        )
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        export_model(checkpoint, onnx_path, "onnx")
+        export_checkpoint(ckpt, onnx_path, "onnx")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         results["onnxruntime"] = measure_backend(
@@ -79,17 +69,44 @@ def run_speed_benchmark(
     for r in results.values():
         r["throughput_ratio_to_eager"] = r["images_per_s"] / base["images_per_s"]
         r["latency_speedup_vs_eager"] = base["latency_ms_median"] / r["latency_ms_median"]
-    log(f"{ckpt['config']['architecture']} at {size}px, batch {batch_size}, {torch.get_num_threads()} threads")
-    log(f"{'backend':22} {'img/s':>9} {'x eager':>8} {'b1 median ms':>13} {'b1 p90 ms':>10} {'x eager':>8}")
-    for key, r in results.items():
-        log(
-            f"{key:22} {r['images_per_s']:9.1f} {r['throughput_ratio_to_eager']:7.2f}x "
-            f"{r['latency_ms_median']:13.2f} {r['latency_ms_p90']:10.2f} {r['latency_speedup_vs_eager']:7.2f}x"
+    return results
+
+
+def reference_checkpoint(ckpt: dict) -> dict:
+    """The plain MobileNetV3-Small (no attention) with the same classes and input size, random weights:
+    the yardstick for what the attention head costs each backend (speed does not depend on weights)."""
+    arch = {**ckpt["config"], "architecture": "MobileNetV3_Small"}
+    model = create_model(**model_kwargs(arch))
+    return {**ckpt, "config": arch, "state_dict": model.state_dict()}
+
+
+def run_speed_benchmark(
+    checkpoint: str | Path, batch_size: int = 32, threads: int | None = None, repeats: int = 10, log=PRINT
+) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    ckpt = load_checkpoint(checkpoint)
+    size = ckpt["config"]["image_size"]
+    runs = {ckpt["config"]["architecture"]: backend_results(ckpt, batch_size, threads, repeats)}
+    if ckpt["config"]["architecture"] != "MobileNetV3_Small":
+        runs["MobileNetV3_Small (reference)"] = backend_results(
+            reference_checkpoint(ckpt), batch_size, threads, repeats
         )
+    log(f"{size}px, batch {batch_size}, {threads} threads; ratios are to PyTorch eager NCHW of the same model")
+    log(
+        f"{'model':30} {'backend':20} {'img/s':>8} {'x eager':>8} {'b1 median ms':>13} {'b1 p90 ms':>10} {'x eager':>8}"
+    )
+    for model_name, results in runs.items():
+        for key, r in results.items():
+            log(
+                f"{model_name:30} {key:20} {r['images_per_s']:8.1f} {r['throughput_ratio_to_eager']:7.2f}x "
+                f"{r['latency_ms_median']:13.2f} {r['latency_ms_p90']:10.2f} {r['latency_speedup_vs_eager']:7.2f}x"
+            )
     return {
         "environment": environment(torch.device("cpu")),
         "checkpoint": str(checkpoint),
         "image_size": size,
         "batch_size": batch_size,
-        "results": results,
+        "results": runs,
     }
