@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -68,13 +71,23 @@ def saved_tensor_bytes(module: nn.Module, x: torch.Tensor) -> int:
     return sum(seen.values())
 
 
+def cpu_name() -> str:
+    """The CPU model as the OS names it (``/proc/cpuinfo`` on Linux), else the architecture."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict:
     """Hardware and software facts to print beside every figure."""
     info = {
         "device": str(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
     }
     if device.type == "cuda":
