@@ -106,24 +106,24 @@ def test_predict_folder_with_corrupt_file_agrees_across_backends(trained, onnx_f
     assert all(r["status"] == "ok" for r in rows if r is not broken)
 
 
+def evaluate_cli(trained: Path, data: Path, out: Path, *extra: str) -> int:
+    return main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(trained / f"{NAME}_best.pt"),
+            "--metadata",
+            str(data / "metadata.csv"),
+            "--output-dir",
+            str(out),
+            *extra,
+        ]
+    )
+
+
 def test_evaluate_matches_the_trainer_and_writes_its_files(trained, tiny_data, tmp_path):
     out = tmp_path / "eval"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--checkpoint",
-                str(trained / f"{NAME}_best.pt"),
-                "--metadata",
-                str(tiny_data / "metadata.csv"),
-                "--split",
-                "valid",
-                "--output-dir",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert evaluate_cli(trained, tiny_data, out, "--split", "valid") == 0
     report = json.loads((out / "evaluation.json").read_text())
     metrics = json.loads((trained / "results" / f"{NAME}_metrics.json").read_text())
     assert report["accuracy"] == pytest.approx(metrics["valid_acc"])
@@ -136,23 +136,7 @@ def test_evaluate_matches_the_trainer_and_writes_its_files(trained, tiny_data, t
 
 
 def test_evaluate_with_tta(trained, tiny_data, tmp_path):
-    assert (
-        main(
-            [
-                "evaluate",
-                "--checkpoint",
-                str(trained / f"{NAME}_best.pt"),
-                "--metadata",
-                str(tiny_data / "metadata.csv"),
-                "--split",
-                "test",
-                "--tta",
-                "--output-dir",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
+    assert evaluate_cli(trained, tiny_data, tmp_path, "--split", "test", "--tta") == 0
     assert json.loads((tmp_path / "evaluation.json").read_text())["tta"] is True
 
 

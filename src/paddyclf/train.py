@@ -269,7 +269,6 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
             epoch = state.epoch
             lr = head_lr_of(optimizer)
             train_loader.sampler.set_epoch(epoch, skip=state.skip)
-            resumed = state.partial if info.is_main else None
             try:
                 train_result = train_one_epoch(
                     trainer_net,
@@ -283,7 +282,7 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
                     config.channels_last,
                     progress,
                     lambda: info.any(stop.signum is not None),
-                    resumed,
+                    state.partial,  # the sums of an interrupted epoch (all ranks' on rank 0, zeros elsewhere)
                 )
             except NonFiniteLossError as exc:
                 hint = f" The last good state is {last_path} (resume with --resume)." if last_path.is_file() else ""
