@@ -14,7 +14,6 @@ import json
 import math
 import os
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,10 +375,6 @@ def collate_skipping_bad(items: list[tuple]) -> Batch:
         return Batch(None, None, None, failures, failed)
     images, labels, indices = default_collate(good)
     return Batch(images, labels, indices, failures, failed)
-
-
-def class_counts(samples: list[Sample]) -> Counter:
-    return Counter(s.label for s in samples)
 
 
 class EpochShuffleSampler(Sampler[int]):
