@@ -244,9 +244,9 @@ def build_transform(image_size: int, norm: Normalization, train: bool) -> v2.Com
     Train: random resized crop (scale 0.5-1, so lesions stay in view), horizontal and vertical
     flips (a leaf has no canonical orientation), light colour jitter (field lighting varies, but
     colour carries the disease signal, so hue moves only 2%). Eval: resize to S / crop_pct, centre crop.
-    The geometric and colour ops run on the 8-bit PIL image (Pillow's C kernels were measured
-    1.5x faster here than the same v2 ops on uint8 tensors); the float conversion comes last,
-    on S x S pixels only.
+    The geometric and colour ops run on the 8-bit PIL image (in a one-off timing, Pillow's C kernels
+    were 1.5x faster than the same v2 ops on uint8 tensors); the float conversion comes last, on
+    S x S pixels only.
     """
     to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(norm.mean, norm.std)]
     if train:
