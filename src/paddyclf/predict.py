@@ -9,10 +9,9 @@ import csv
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import IMAGE_SUFFIXES, ImageDataset, Sample, build_transform, collate_skipping_bad, decode_size
+from .data import IMAGE_SUFFIXES, Sample, make_loader
 from .errors import UserError
 from .fileio import atomic_path
 from .inference import load_predictor
@@ -52,10 +51,7 @@ def predict_files(
         raise UserError(f"--batch-size must be >= 1 (got {batch_size}).")
     files = collect_images(paths)
     size, norm = predictor.image_size, predictor.norm
-    dataset = ImageDataset(
-        [Sample(p, -1) for p in files], build_transform(size, norm, False), decode_size(size, norm, False)
-    )
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping_bad)
+    loader = make_loader([Sample(p, -1) for p in files], size, norm, False, batch_size, num_workers, seed=0)
     rows: list[dict | None] = [None] * len(files)
     for batch in tqdm(loader, desc="predict", disable=not progress, dynamic_ncols=True):
         for index, failure in zip(batch.failed_indices, batch.failures, strict=True):
