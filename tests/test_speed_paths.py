@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +17,10 @@ from conftest import tiny_args
 from PIL import Image
 
 from paddyclf.cli import main
-from paddyclf.data import DecodedCache, Normalization, build_transform, load_image
+from paddyclf.data import DecodedCache, Normalization, _single_thread_worker, build_transform, load_image
 from paddyclf.synthetic import make_photo_folder
 
+ROOT = Path(__file__).resolve().parents[1]
 NORM = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
@@ -95,31 +100,37 @@ def test_channels_last_and_nchw_train_the_same_model(tiny_data, tmp_path):
         torch.testing.assert_close(a[key], b[key], atol=1e-3, rtol=1e-3)
 
 
-def test_benchmark_train_command_runs_both_pipelines(tmp_path, capsys):
+def test_benchmark_train_command_runs_the_pipelines_asked_for(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert (
-        main(
-            [
-                "benchmark",
-                "train",
-                "--generate",
-                "8",
-                "--image-size",
-                "64",
-                "--batch-size",
-                "4",
-                "--num-workers",
-                "0",
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    text = capsys.readouterr().out
-    assert "naive" in text and "project" in text and "project / naive" in text
-    import json
+    args = ["--generate", "8", "--image-size", "64", "--batch-size", "4", "--num-workers", "0"]
+    assert main(["benchmark", "train", *args, "--pipelines", "project", "--output", str(out)]) == 0
+    assert "naive" not in capsys.readouterr().out
+    (run,) = json.loads(out.read_text())["runs"]
+    assert set(run["pipelines"]) == {"project"} and "ratios" not in run
+    assert run["pipelines"]["project"]["memory_format"] == "channels_last"
 
-    result = json.loads(out.read_text())
-    assert set(result["pipelines"]) == {"naive", "project"}
+
+def test_gpu_benchmark_script_runs_both_pipelines_at_each_batch_size(tmp_path):
+    """The prepared device script, run on the CPU with tiny sizes: the same command line the GPU gets."""
+    tiny = {"DEVICE": "cpu", "GENERATE": "8", "BATCH_SIZES": "4 6", "IMAGE_SIZE": "64", "EPOCHS": "2", "WORKERS": "0"}
+    env = os.environ | tiny | {"PYTHON": sys.executable}
+    subprocess.run([str(ROOT / "scripts" / "gpu_train_benchmark.sh"), str(tmp_path)], env=env, check=True)
+    result = json.loads((tmp_path / "train_benchmark_cpu.json").read_text())
     assert result["train_images"] == 8
+    assert [run["batch_size"] for run in result["runs"]] == [4, 6]
+    for run in result["runs"]:
+        assert set(run["pipelines"]) == {"naive", "project"}
+        assert run["ratios"]["end_to_end_steady_images_per_s"] > 0
+    assert "project / naive" in (tmp_path / "train_benchmark_cpu.log").read_text()
+
+
+def test_loader_workers_run_one_thread_at_idle_priority():
+    context = multiprocessing.get_context("fork")  # as DataLoader workers are on Linux
+    with context.Pool(1, initializer=_single_thread_worker, initargs=(0,)) as pool:
+        policy, threads = pool.apply(_scheduling)
+    assert threads == 1
+    assert policy == (os.SCHED_IDLE if hasattr(os, "SCHED_IDLE") else os.SCHED_OTHER)
+
+
+def _scheduling() -> tuple[int, int]:
+    return os.sched_getscheduler(0), torch.get_num_threads()

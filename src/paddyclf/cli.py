@@ -269,23 +269,31 @@ def run_benchmark_speed(args: argparse.Namespace) -> int:
 
 
 def add_benchmark_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .benchmarks.train_speed import PIPELINES
+
     parser.add_argument("--images", nargs="+", default=None, help="folder(s) of photos (class sub-folders optional)")
     parser.add_argument("--metadata", default=None, help="or a metadata CSV (its train split; valid split -> accuracy)")
     parser.add_argument("--label2id", default=None, help="label map for --metadata (default: beside the CSV)")
     parser.add_argument("--generate", type=int, default=0, help="add N synthetic 480x640 JPEGs (default: 0)")
     parser.add_argument("--image-size", type=int, default=224, help="training size (default: 224)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[32], help="batch size(s), each run (default: 32)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers, both pipelines (default: 2)")
     parser.add_argument("--epochs", type=int, default=2, help="end-to-end epochs per pipeline, >= 2 (default: 2)")
     parser.add_argument("--model", default="MobileNetV3_Small_BoT_Linear", help="architecture (default: BoT-Linear)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda; on cuda, project = AMP (default: cpu)")
+    parser.add_argument(
+        "--pipelines", nargs="+", choices=PIPELINES, default=list(PIPELINES), help="which to run (default: both)"
+    )
+    parser.add_argument("--seed", type=int, default=42, help="model init, split and augmentation seed (default: 42)")
     parser.add_argument("--output", default=None, help="also write the results to this JSON file")
 
 
 def run_benchmark_train(args: argparse.Namespace) -> int:
     from .benchmarks.train_speed import run_train_benchmark
     from .fileio import write_json
+    from .train import resolve_device
 
-    if args.image_size < 32 or args.batch_size < 1 or args.num_workers < 0 or args.generate < 0:
+    if args.image_size < 32 or min(args.batch_size) < 1 or args.num_workers < 0 or args.generate < 0:
         raise UserError("--image-size must be >= 32, --batch-size >= 1, --num-workers and --generate >= 0.")
     result = run_train_benchmark(
         args.images,
@@ -297,6 +305,9 @@ def run_benchmark_train(args: argparse.Namespace) -> int:
         args.num_workers,
         args.epochs,
         args.model,
+        resolve_device(args.device),
+        args.pipelines,
+        args.seed,
     )
     if args.output:
         write_json(args.output, result)

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -170,13 +173,20 @@ __all__ = ["CLASSES", "dataset_exists", "make_dataset", "make_photo_folder", "re
 
 def make_photo_folder(out_dir: str | Path, count: int, seed: int = 0, quality: int = 90) -> Path:
     """``count`` synthetic 480x640 (portrait) JPEGs in ``out_dir/<class>/``: the size and quality of
-    Paddy Doctor field photos, for decoding benchmarks."""
+    Paddy Doctor field photos, for decoding benchmarks. Rendered on all cores (about 0.1 s each)."""
     out_dir = Path(out_dir)
-    for i in range(count):
-        label = CLASSES[i % len(CLASSES)]
+    for label in CLASSES[: min(count, len(CLASSES))]:
         (out_dir / label).mkdir(parents=True, exist_ok=True)
-        photo = render_image(label, seed, 1_000_000 + i, size=640).crop((80, 0, 560, 640))
-        atomic_write(
-            out_dir / label / f"photo_{i:05d}.jpg", lambda tmp, im=photo: im.save(tmp, "JPEG", quality=quality)
-        )
+    write = partial(_write_photo, out_dir, seed, quality)
+    if count < 16:
+        list(map(write, range(count)))
+    else:
+        with ProcessPoolExecutor(min(os.cpu_count() or 1, 32)) as pool:
+            list(pool.map(write, range(count), chunksize=8))
     return out_dir
+
+
+def _write_photo(out_dir: Path, seed: int, quality: int, index: int) -> None:
+    label = CLASSES[index % len(CLASSES)]
+    photo = render_image(label, seed, 1_000_000 + index, size=640).crop((80, 0, 560, 640))
+    atomic_write(out_dir / label / f"photo_{index:05d}.jpg", lambda tmp: photo.save(tmp, "JPEG", quality=quality))

@@ -206,6 +206,7 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input size: pick the fastest kernels once
     net = torch.compile(model, backend=config.compile_backend) if config.compile else model  # evaluation runs it
     trainer_net = (
         DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)

@@ -1,15 +1,17 @@
 """``paddyclf benchmark train``: training throughput of the project's pipeline vs a naive one, same run.
 
-Both pipelines train the same model with the same batch size, workers and augmentation recipe:
+Both pipelines train the same model with the same batch size, workers and augmentation recipe
+(random resized crop, two flips, colour jitter):
 
 * **naive**: full-resolution PIL decode, classic ``torchvision.transforms`` on the PIL image
-  (RandomResizedCrop resamples the whole photo), NCHW float32 model.
+  (RandomResizedCrop resamples the whole photo), NCHW float32 model, on any device.
 * **project**: JPEG draft-mode decode (DCT-domain downscale), a decoded uint8 cache (built in
-  the first epoch, memory-mapped afterwards), uint8 tensor transforms, channels_last model.
+  the first epoch, memory-mapped afterwards), Pillow-kernel transforms with the one-pass colour
+  jitter of :mod:`paddyclf.augment`, channels_last model; on CUDA also AMP and pinned memory.
 
-Reported: images/s of the input pipeline alone, of the training step alone (synthetic
-tensors), and end to end per epoch (steady state = epochs 2+), with project/naive ratios;
-with a valid split, the valid accuracy each pipeline reaches.
+Reported per batch size: images/s of the input pipeline alone, of the training step alone
+(synthetic tensors), and end to end per epoch (steady state = epochs 2+), with project/naive
+ratios; with a valid split, the valid accuracy each pipeline reaches; on CUDA, peak memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,12 +38,14 @@ from ..data import (
     load_splits,
     make_loader,
 )
-from ..engine import evaluate, train_one_epoch
+from ..engine import autocast, autocast_dtype, evaluate, to_device, train_one_epoch
 from ..errors import UserError
 from ..models import create_model
 from ..predict import collect_images
 from ..train import parameter_groups
-from .common import PRINT, environment
+from .common import PRINT, environment, synchronize
+
+PIPELINES = ("naive", "project")
 
 
 def naive_transform(image_size: int, norm: Normalization, train: bool):
@@ -80,18 +86,27 @@ def images_per_second_of_loader(loader) -> float:
     return n / (time.perf_counter() - start)
 
 
-def step_images_per_second(model, image_size, batch_size, channels_last, steps=5) -> float:
+def step_images_per_second(
+    model, image_size, batch_size, device, channels_last, amp_dtype=None, scaler=None, steps=10
+) -> float:
+    """Median images/s of full training steps (forward, backward, AdamW) on one synthetic batch."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch_size, 3, image_size, image_size)
-    y = torch.randint(0, 2, (batch_size,))
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = to_device(torch.randn(batch_size, 3, image_size, image_size), device, channels_last)
+    y = torch.randint(0, 2, (batch_size,), device=device)
     model.train()
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
+        with autocast(device, amp_dtype):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        synchronize(device)
 
     step()
     times = []
@@ -120,92 +135,153 @@ def gather_samples(images, metadata, label2id, generate: int, work_dir: Path, se
     return [Sample(p, classes.index(p.parent.name)) for p in files], [], len(classes)
 
 
+@dataclass(frozen=True)
+class PipelineSetup:
+    """What one pipeline changes: the loader, and how the model runs (layout, precision)."""
+
+    name: str
+    channels_last: bool
+    amp_dtype: torch.dtype | None
+    pin_memory: bool
+
+    @classmethod
+    def of(cls, name: str, device: torch.device) -> PipelineSetup:
+        if name == "naive":  # the textbook loop: NCHW float32 whatever the device
+            return cls(name, channels_last=False, amp_dtype=None, pin_memory=False)
+        return cls(name, channels_last=True, amp_dtype=autocast_dtype(device), pin_memory=device.type == "cuda")
+
+
+def measure_pipeline(
+    setup: PipelineSetup,
+    train: list[Sample],
+    valid: list[Sample],
+    num_classes: int,
+    norm: Normalization,
+    image_size: int,
+    batch_size: int,
+    num_workers: int,
+    epochs: int,
+    model_name: str,
+    device: torch.device,
+    work: Path,
+    seed: int,
+    log=PRINT,
+) -> dict:
+    """One pipeline at one batch size: step alone, end to end per epoch, input pipeline alone, accuracy."""
+    project = setup.name == "project"
+    cache = DecodedCache(work / f"cache_{batch_size}", decode_size(image_size, norm, train=False)) if project else None
+
+    def loader(samples, train_split):
+        if project:
+            return make_loader(
+                samples, image_size, norm, train_split, batch_size, num_workers, seed, setup.pin_memory, cache=cache
+            )
+        return naive_loader(samples, image_size, norm, train_split, batch_size, num_workers, seed)
+
+    def fresh_model():
+        torch.manual_seed(seed)
+        model = create_model(model_name, num_classes=num_classes).to(device)
+        return model.to(memory_format=torch.channels_last) if setup.channels_last else model
+
+    scaler = torch.amp.GradScaler("cuda") if setup.amp_dtype == torch.float16 else None
+    torch.backends.cudnn.benchmark = project and device.type == "cuda"  # as the trainer does; naive keeps the default
+    step_rate = step_images_per_second(
+        fresh_model(), image_size, batch_size, device, setup.channels_last, setup.amp_dtype, scaler
+    )
+    model = fresh_model()
+    optimizer = torch.optim.AdamW(parameter_groups(model, 1e-3, 2e-3, 1e-2))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    train_loader = loader(train, True)
+    epoch_rates = []
+    for epoch in range(1, epochs + 1):
+        if project:
+            train_loader.sampler.set_epoch(epoch)
+        result = train_one_epoch(
+            model, train_loader, optimizer, device, epoch, scaler, setup.amp_dtype,
+            channels_last=setup.channels_last, progress=False,
+        )  # fmt: skip
+        epoch_rates.append(result.images_per_second)
+        log(f"  {setup.name:7} epoch {epoch}: {result.images_per_second:7.1f} img/s end to end")
+    row = {
+        "precision": str(setup.amp_dtype or torch.float32).replace("torch.", ""),
+        "memory_format": "channels_last" if setup.channels_last else "NCHW",
+        "input_pipeline_images_per_s": images_per_second_of_loader(train_loader),  # warm: cache built
+        "train_step_images_per_s": step_rate,
+        "end_to_end_images_per_s_by_epoch": epoch_rates,
+        "end_to_end_steady_images_per_s": statistics.mean(epoch_rates[1:]),
+    }
+    if device.type == "cuda":
+        row["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    if valid:
+        row["valid_acc"] = evaluate(
+            model, loader(valid, False), device, num_classes, setup.amp_dtype, setup.channels_last, progress=False
+        ).accuracy
+    log(
+        f"  {setup.name:7} input pipeline {row['input_pipeline_images_per_s']:7.1f} img/s | "
+        f"train step {step_rate:7.1f} img/s | end to end (epochs 2+) {row['end_to_end_steady_images_per_s']:7.1f} img/s"
+        + (f" | valid acc {row['valid_acc']:.4f}" if valid else "")
+    )
+    return row
+
+
+RATIO_KEYS = ("input_pipeline_images_per_s", "train_step_images_per_s", "end_to_end_steady_images_per_s")
+
+
 def run_train_benchmark(
     images: list[str] | None = None,
     metadata: str | None = None,
     label2id: str | None = None,
     generate: int = 0,
     image_size: int = 224,
-    batch_size: int = 32,
+    batch_sizes: Sequence[int] = (32,),
     num_workers: int = 2,
     epochs: int = 2,
     model_name: str = "MobileNetV3_Small_BoT_Linear",
+    device: str | torch.device = "cpu",
+    pipelines: Sequence[str] = PIPELINES,
     seed: int = 42,
     log=PRINT,
 ) -> dict:
+    """Each pipeline at each batch size, same data, model and workers; ratios when both pipelines ran.
+
+    On CUDA the project pipeline adds AMP (bf16 where supported) and pinned memory; the naive one
+    stays NCHW float32.
+    """
     if epochs < 2:
         raise UserError("--epochs must be >= 2: the first epoch builds the cache, the steady state starts after.")
+    device = torch.device(device)
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         train, valid, num_classes = gather_samples(images, metadata, label2id, generate, work, seed)
-        log(
-            f"{len(train)} training images ({len(valid)} valid), {image_size}px, batch {batch_size}, "
-            f"{num_workers} workers, {torch.get_num_threads()} threads, {model_name}"
-        )
         norm = Normalization.from_pretrained_cfg(create_model(model_name, num_classes=2).pretrained_cfg)
-        pipelines = {}
-        for name in ("naive", "project"):
-            project = name == "project"
-            cache = DecodedCache(work / "cache", decode_size(image_size, norm, train=False)) if project else None
-
-            def loader(samples, train_split, project=project, cache=cache):
-                if project:
-                    return make_loader(
-                        samples, image_size, norm, train_split, batch_size, num_workers, seed, cache=cache
-                    )
-                return naive_loader(samples, image_size, norm, train_split, batch_size, num_workers, seed)
-
-            torch.manual_seed(seed)
-            model = create_model(model_name, num_classes=num_classes)
-            if project:
-                model = model.to(memory_format=torch.channels_last)
-            step_rate = step_images_per_second(model, image_size, batch_size, channels_last=project)
-            torch.manual_seed(seed)
-            model = create_model(model_name, num_classes=num_classes)
-            if project:
-                model = model.to(memory_format=torch.channels_last)
-            optimizer = torch.optim.AdamW(parameter_groups(model, 1e-3, 2e-3, 1e-2))
-            train_loader = loader(train, True)
-            epoch_rates = []
-            for epoch in range(1, epochs + 1):
-                if project:
-                    train_loader.sampler.set_epoch(epoch)
-                result = train_one_epoch(
-                    model, train_loader, optimizer, torch.device("cpu"), epoch, channels_last=project, progress=False
-                )
-                epoch_rates.append(result.images_per_second)
-                log(f"  {name:7} epoch {epoch}: {result.images_per_second:6.1f} img/s end to end")
-            pipeline_rate = images_per_second_of_loader(train_loader)  # warm: cache built, files in page cache
-            row = {
-                "input_pipeline_images_per_s": pipeline_rate,
-                "train_step_images_per_s": step_rate,
-                "end_to_end_images_per_s_by_epoch": epoch_rates,
-                "end_to_end_steady_images_per_s": statistics.mean(epoch_rates[1:]),
-            }
-            if valid:
-                row["valid_acc"] = evaluate(
-                    model, loader(valid, False), torch.device("cpu"), num_classes, channels_last=project, progress=False
-                ).accuracy
-            pipelines[name] = row
+        for batch_size in batch_sizes:
             log(
-                f"  {name:7} input pipeline {pipeline_rate:7.1f} img/s | train step {step_rate:6.1f} img/s | "
-                f"end to end (epochs 2+) {row['end_to_end_steady_images_per_s']:6.1f} img/s"
-                + (f" | valid acc {row['valid_acc']:.4f}" if valid else "")
+                f"{len(train)} training images ({len(valid)} valid), {image_size}px, batch {batch_size}, "
+                f"{num_workers} workers, {torch.get_num_threads()} threads, {model_name} on {device}"
             )
-    naive, proj = pipelines["naive"], pipelines["project"]
-    ratios = {
-        k: proj[k] / naive[k]
-        for k in ("input_pipeline_images_per_s", "train_step_images_per_s", "end_to_end_steady_images_per_s")
-    }
-    log("project / naive: " + ", ".join(f"{k.removesuffix('_images_per_s')} {v:.2f}x" for k, v in ratios.items()))
+            rows = {
+                name: measure_pipeline(
+                    PipelineSetup.of(name, device), train, valid, num_classes, norm, image_size, batch_size,
+                    num_workers, epochs, model_name, device, work, seed, log,
+                )
+                for name in pipelines
+            }  # fmt: skip
+            run = {"batch_size": batch_size, "pipelines": rows}
+            if set(PIPELINES) <= set(rows):
+                run["ratios"] = {k: rows["project"][k] / rows["naive"][k] for k in RATIO_KEYS}
+                log(
+                    "project / naive: "
+                    + ", ".join(f"{k.removesuffix('_images_per_s')} {v:.2f}x" for k, v in run["ratios"].items())
+                )
+            runs.append(run)
     return {
-        "environment": environment(torch.device("cpu")),
+        "environment": environment(device),
         "image_size": image_size,
-        "batch_size": batch_size,
         "num_workers": num_workers,
         "epochs": epochs,
         "model": model_name,
         "train_images": len(train),
-        "pipelines": pipelines,
-        "ratios": ratios,
+        "runs": runs,
     }
