@@ -17,7 +17,17 @@ from conftest import tiny_args
 from PIL import Image
 
 from paddyclf.cli import main
-from paddyclf.data import DecodedCache, Normalization, _single_thread_worker, build_transform, load_image
+from paddyclf.data import (
+    DecodedCache,
+    Normalization,
+    Sample,
+    _single_thread_worker,
+    build_transform,
+    load_image,
+    make_loader,
+    stack_images,
+)
+from paddyclf.engine import to_device
 from paddyclf.synthetic import make_photo_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,3 +144,20 @@ def test_loader_workers_run_one_thread_at_idle_priority():
 
 def _scheduling() -> tuple[int, int]:
     return os.sched_getscheduler(0), torch.get_num_threads()
+
+
+def test_loader_batches_arrive_channels_last_with_the_pixels_of_each_item(photos):
+    samples = [Sample(p, 0) for p in photos]
+    loader = make_loader(samples, 64, NORM, train=False, batch_size=4, num_workers=0, seed=0)
+    batch = next(iter(loader))
+    assert batch.images.is_contiguous(memory_format=torch.channels_last)
+    items = torch.stack([loader.dataset[i][0] for i in range(4)])
+    assert torch.equal(batch.images, items)
+    assert to_device(batch.images, torch.device("cpu"), channels_last=True).data_ptr() == batch.images.data_ptr()
+    assert to_device(batch.images, torch.device("cpu"), channels_last=False).is_contiguous()
+
+
+def test_classic_chw_tensors_stack_to_a_contiguous_batch():
+    images = [torch.rand(3, 8, 8) for _ in range(2)]
+    assert stack_images(images).is_contiguous()
+    assert torch.equal(stack_images(images), torch.stack(images))

