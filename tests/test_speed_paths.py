@@ -161,3 +161,13 @@ def test_classic_chw_tensors_stack_to_a_contiguous_batch():
     images = [torch.rand(3, 8, 8) for _ in range(2)]
     assert stack_images(images).is_contiguous()
     assert torch.equal(stack_images(images), torch.stack(images))
+
+
+def test_photo_folder_rendered_on_all_cores_equals_one_rendered_serially(tmp_path):
+    parallel = sorted(make_photo_folder(tmp_path / "parallel", 16, seed=3).rglob("*.jpg"))  # 16+ -> process pool
+    serial = sorted(make_photo_folder(tmp_path / "serial", 5, seed=3).rglob("*.jpg"))  # < 16 -> this process
+    assert len(parallel) == 16
+    by_name = {p.name: p for p in parallel}
+    assert all(p.read_bytes() == by_name[p.name].read_bytes() for p in serial)
+    with Image.open(parallel[0]) as photo:
+        assert (photo.format, photo.size) == ("JPEG", (480, 640))
