@@ -48,9 +48,9 @@ def jitter_matrix(params: dict[str, Any], channel_means: np.ndarray) -> np.ndarr
     the pixels (0-255 for uint8, 0-1 for float).
     """
     matrix, offset, identity = np.eye(3), np.zeros(3), np.eye(3)
+    brightness, contrast = params["brightness_factor"], params["contrast_factor"]
+    saturation, hue = params["saturation_factor"], params["hue_factor"]
     for fn_id in params["fn_idx"].tolist():
-        brightness, contrast = params["brightness_factor"], params["contrast_factor"]
-        saturation, hue = params["saturation_factor"], params["hue_factor"]
         if fn_id == 0 and brightness is not None:
             step, shift = brightness * identity, 0.0
         elif fn_id == 1 and contrast is not None:

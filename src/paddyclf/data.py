@@ -443,10 +443,10 @@ def _single_thread_worker(_: int) -> None:
     # of its OpenMP threads, which stalls the other threads at the next barrier. On 2 cores this
     # took the end-to-end rate from 49 to 64 img/s (nice 5 vs SCHED_IDLE, `benchmark train`).
     torch.set_num_threads(1)
-    with contextlib.suppress(OSError, AttributeError):
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except (OSError, AttributeError):  # not Linux, or not permitted
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError):  # not Linux, or not permitted
+        with contextlib.suppress(OSError):
             os.nice(5)
 
 

@@ -156,6 +156,15 @@ class RunState:
     history: dict = field(default_factory=lambda: defaultdict(list))
 
 
+def summed_over_ranks(result: EpochResult, info: DistInfo) -> EpochResult:
+    """This rank's epoch sums plus every other rank's (loss, correct, images, failures); as is on one process."""
+    if not info.enabled:
+        return result
+    loss_sum, correct, images = info.sum([result.loss_sum, result.correct, result.images])
+    failures = [f for fs in info.gather(result.failures) for f in fs]
+    return EpochResult(loss_sum, int(correct), int(images), result.seconds, result.steps, failures)
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -254,11 +263,7 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
     last_path = output_dir / f"{config.run_name}_last.pt"
 
     def save_last() -> None:
-        partial = state.partial
-        if partial is not None and info.enabled:  # rank 0 keeps the sums of every rank
-            loss_sum, correct, images = info.sum([partial.loss_sum, partial.correct, partial.images])
-            failures = [f for fs in info.gather(partial.failures) for f in fs]
-            partial = EpochResult(loss_sum, int(correct), int(images), partial.seconds, partial.steps, failures)
+        partial = None if state.partial is None else summed_over_ranks(state.partial, info)  # rank 0 keeps all
         if info.is_main:
             ckpt_io.save_train_state(
                 last_path, model, optimizer, scheduler, scaler, config, arch, label2id, norm, state, partial
@@ -299,15 +304,7 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
                     f"Interrupted by {signal.Signals(signum).name} at epoch {epoch}, step {train_result.steps}. "
                     f"Saved {last_path}; continue with the same command plus --resume {last_path}",
                 )
-            loss_sum, correct, images = info.sum([train_result.loss_sum, train_result.correct, train_result.images])
-            train_result = EpochResult(
-                loss_sum,
-                int(correct),
-                int(images),
-                train_result.seconds,
-                train_result.steps,
-                [f for fs in info.gather(train_result.failures) for f in fs],
-            )
+            train_result = summed_over_ranks(train_result, info)
             valid_result = evaluate(
                 net, valid_loader, device, num_classes, amp_dtype, config.channels_last, progress, gather=info.gather
             )

@@ -43,7 +43,7 @@ from ..errors import UserError
 from ..models import create_model
 from ..predict import collect_images
 from ..train import parameter_groups
-from .common import PRINT, environment, synchronize
+from .common import PRINT, environment, median_seconds
 
 PIPELINES = ("naive", "project")
 
@@ -106,15 +106,8 @@ def step_images_per_second(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-        synchronize(device)
 
-    step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return batch_size / statistics.median(times)
+    return batch_size / median_seconds(step, device, warmup=1, repeats=steps)
 
 
 def gather_samples(images, metadata, label2id, generate: int, work_dir: Path, seed: int):
