@@ -44,8 +44,8 @@ def uninterrupted(tiny_data, tmp_path_factory) -> Path:
     return out
 
 
-def start_run(tiny_data: Path, out: Path) -> subprocess.Popen:
-    args = tiny_args(tiny_data, out, "--epochs", "4", "--save-history", "--patience", "0")
+def start_run(tiny_data: Path, out: Path, *extra: str) -> subprocess.Popen:
+    args = tiny_args(tiny_data, out, "--epochs", "4", "--save-history", "--patience", "0", *extra)
     return subprocess.Popen(
         [sys.executable, "-m", "paddyclf", "train", *args],
         stdout=subprocess.PIPE,
@@ -92,6 +92,29 @@ def test_signal_stops_after_the_step_saves_state_and_resume_is_exact(tiny_data, 
     args = tiny_args(tiny_data, tmp_path, "--epochs", "4", "--save-history", "--patience", "0", "--resume", str(last))
     assert main(["train", *args]) == 0
     assert_same_run(uninterrupted, tmp_path)
+
+
+RECIPE_FLAGS = ("--ema-decay", "0.9", "--mixup", "0.2", "--cutmix", "1.0", "--label-smoothing", "0.1")
+
+
+def test_resume_mid_epoch_is_exact_with_ema_and_mixup_on(tiny_data, tmp_path_factory):
+    full = tmp_path_factory.mktemp("full_recipe")
+    args = tiny_args(tiny_data, full, "--epochs", "4", "--save-history", "--patience", "0", *RECIPE_FLAGS)
+    assert main(["train", *args]) == 0
+    out = tmp_path_factory.mktemp("resumed_recipe")
+    proc = start_run(tiny_data, out, *RECIPE_FLAGS)
+    wait_for_line(proc, "epoch   1/4")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    last = out / f"{NAME}_last.pt"
+    resume = tiny_args(tiny_data, out, "--epochs", "4", "--save-history", "--patience", "0", *RECIPE_FLAGS)
+    assert main(["train", *resume, "--resume", str(last)]) == 0
+    assert_same_run(full, out)
+    ema_a = torch.load(full / f"{NAME}_last.pt", weights_only=True)["ema"]
+    ema_b = torch.load(last, weights_only=True)["ema"]
+    assert ema_a["updates"] == ema_b["updates"] == 12
+    assert all(torch.equal(ema_a["state_dict"][k], ema_b["state_dict"][k]) for k in ema_a["state_dict"])
 
 
 def test_resume_refuses_another_architecture(tiny_data, uninterrupted, tmp_path, capsys):

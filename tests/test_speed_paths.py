@@ -120,7 +120,20 @@ def test_benchmark_train_command_runs_the_pipelines_asked_for(tmp_path, capsys):
     assert run["pipelines"]["project"]["memory_format"] == "channels_last"
 
 
-def test_gpu_benchmark_script_runs_both_pipelines_at_each_batch_size(tmp_path):
+def test_benchmark_train_times_whole_runs_against_the_plain_timm_loop(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--generate", "10", "--image-size", "64", "--batch-size", "4", "--num-workers", "0", "--epochs", "2"]
+    assert (
+        main(["benchmark", "train", *args, "--pipelines", "plain", "project", "--whole-run", "--output", str(out)]) == 0
+    )
+    (run,) = json.loads(out.read_text())["runs"]
+    assert "ratios_vs_plain" in run and "ratios" not in run
+    whole = run["whole_run"]
+    assert set(whole["seconds"]) == {"project", "plain"} and all(s > 0 for s in whole["seconds"].values())
+    assert whole["project_over_plain_time"] == pytest.approx(whole["seconds"]["project"] / whole["seconds"]["plain"])
+
+
+def test_gpu_benchmark_script_runs_every_pipeline_at_each_batch_size(tmp_path):
     """The prepared device script, run on the CPU with tiny sizes: the same command line the GPU gets."""
     tiny = {"DEVICE": "cpu", "GENERATE": "8", "BATCH_SIZES": "4 6", "IMAGE_SIZE": "64", "EPOCHS": "2", "WORKERS": "0"}
     env = os.environ | tiny | {"PYTHON": sys.executable}
@@ -129,8 +142,9 @@ def test_gpu_benchmark_script_runs_both_pipelines_at_each_batch_size(tmp_path):
     assert result["train_images"] == 8
     assert [run["batch_size"] for run in result["runs"]] == [4, 6]
     for run in result["runs"]:
-        assert set(run["pipelines"]) == {"naive", "project"}
+        assert set(run["pipelines"]) == {"naive", "plain", "project"}
         assert run["ratios"]["end_to_end_steady_images_per_s"] > 0
+        assert run["ratios_vs_plain"]["end_to_end_steady_images_per_s"] > 0
     assert "project / naive" in (tmp_path / "train_benchmark_cpu.log").read_text()
 
 

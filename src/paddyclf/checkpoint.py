@@ -19,9 +19,11 @@ import torch
 from torch import nn
 
 from .data import Normalization
+from .engine import EpochResult
 from .errors import UserError
 from .fileio import save_torch
 from .models import create_model, model_kwargs
+from .runstate import RunState
 
 CHECKPOINT_FORMAT = "paddyclf-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -148,7 +150,18 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_train_state(
-    path, model, optimizer, scheduler, scaler, config, arch: dict, label2id: dict, norm: Normalization, state, partial
+    path,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    config,
+    arch: dict,
+    label2id: dict,
+    norm: Normalization,
+    state,
+    partial,
+    ema=None,
 ) -> Path:
     """Write ``<model_name>_last.pt`` atomically: everything an exact ``--resume`` needs."""
     from dataclasses import asdict
@@ -181,6 +194,7 @@ def save_train_state(
         "stale": state.stale,
         "history": {k: list(v) for k, v in state.history.items()},
         "rng": rng_state(),
+        "ema": None if ema is None else ema.state_dict(),
     }
     return save_torch(path, payload)
 
@@ -199,15 +213,18 @@ def load_train_state(path, arch: dict, label2id: dict) -> dict:
     return state
 
 
-def restore_train_state(state: dict, model, optimizer, scheduler, scaler, keep_partial: bool = True):
+def restore_train_state(
+    state: dict, model, optimizer, scheduler, scaler, keep_partial: bool = True, ema=None
+) -> RunState:
     """Load a ``_last.pt`` into the live objects; return the RunState to continue from.
 
     ``keep_partial`` is true on rank 0 only: the saved sums of an interrupted epoch already
-    cover every rank.
+    cover every rank. A run with ``--ema-decay`` needs a ``_last.pt`` that has EMA weights.
     """
-    from .engine import EpochResult
-    from .train import RunState
-
+    if ema is not None:
+        if state.get("ema") is None:
+            raise UserError("Refusing to resume: --ema-decay is on, but the saved state has no EMA weights.")
+        ema.load_state_dict(state["ema"])
     unwrap(model).load_state_dict(state["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

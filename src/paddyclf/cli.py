@@ -85,19 +85,64 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", required=True, help="class-per-folder tree: DIR/<class>/<image>")
+    parser.add_argument(
+        "--images", required=True, help="class-per-folder tree: DIR/<class>/<image> or DIR/<split>/<class>/<image>"
+    )
     parser.add_argument("--out", required=True, help="folder for metadata.csv and label2id.json")
     parser.add_argument("--valid-fraction", type=float, default=0.2, help="stratified valid share (default: 0.2)")
     parser.add_argument("--test-fraction", type=float, default=0.0, help="stratified test share (default: 0)")
     parser.add_argument("--seed", type=int, default=42, help="split seed (default: 42)")
+    parser.add_argument(
+        "--no-dedupe", action="store_true", help="split image by image, without grouping duplicates (leaks)"
+    )
+    parser.add_argument(
+        "--keep-splits", action="store_true", help="keep the tree's own split folders (and warn about their leaks)"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="processes for hashing (default: all cores)")
 
 
 def run_prepare(args: argparse.Namespace) -> int:
     from .prepare import prepare_dataset
 
-    metadata, label2id = prepare_dataset(args.images, args.out, args.valid_fraction, args.test_fraction, args.seed)
+    metadata, label2id = prepare_dataset(
+        args.images,
+        args.out,
+        args.valid_fraction,
+        args.test_fraction,
+        args.seed,
+        dedupe=not args.no_dedupe,
+        keep_splits=args.keep_splits,
+        workers=args.workers,
+        progress=sys.stderr.isatty(),
+    )
     print(f"Wrote {metadata} and {label2id}")
     return 0
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metadata", required=True, help="metadata CSV (path,label[,split])")
+    parser.add_argument("--label2id", default=None, help="label map; labels missing from it are an error")
+    parser.add_argument(
+        "--output-dir", default="audit", help="audit.csv, audit.json, contact_sheet.png (default: audit)"
+    )
+    parser.add_argument("--cache-dir", default=None, help="fingerprint cache (default: <output-dir>/cache)")
+    parser.add_argument("--workers", type=int, default=None, help="processes for hashing (default: all cores)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when any duplicate group crosses splits")
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .audit import format_summary, run_audit
+
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be >= 1 (got {args.workers}).")
+    report = run_audit(args.metadata, args.label2id, args.output_dir, args.cache_dir, args.workers, sys.stderr.isatty())
+    print(format_summary(report, Path(args.output_dir)))
+    return 1 if args.strict and report["cross_split_groups"] else 0
 
 
 # --------------------------------------------------------------------------- using a trained model
@@ -285,6 +330,11 @@ def add_benchmark_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--pipelines", nargs="+", choices=PIPELINES, default=list(PIPELINES), help="which to run (default: both)"
     )
     parser.add_argument("--seed", type=int, default=42, help="model init, split and augmentation seed (default: 42)")
+    parser.add_argument(
+        "--whole-run",
+        action="store_true",
+        help="also time whole processes: `paddyclf train` vs the plain timm loop, start-up and report included",
+    )
     parser.add_argument("--output", default=None, help="also write the results to this JSON file")
 
 
@@ -308,7 +358,75 @@ def run_benchmark_train(args: argparse.Namespace) -> int:
         resolve_device(args.device),
         args.pipelines,
         args.seed,
+        args.whole_run,
     )
+    if args.output:
+        write_json(args.output, result)
+    return 0
+
+
+def add_benchmark_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    from .benchmarks.recipe import VARIANTS
+
+    parser.add_argument("--metadata", required=True, help="metadata CSV with train and valid splits (leak-free!)")
+    parser.add_argument("--label2id", required=True, help="label map")
+    parser.add_argument("--pretrained-weights", default=None, help="local timm ImageNet weights for the backbone")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per variant (default: 0 1 2)")
+    parser.add_argument("--epochs", type=int, default=12, help="epochs per run, early stopping off (default: 12)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"default: all ({' '.join(VARIANTS)})")
+    parser.add_argument("--train-limit", type=int, default=None, help="stratified training subset (e.g. 150)")
+    parser.add_argument("--valid-limit", type=int, default=None, help="stratified validation subset")
+    parser.add_argument("--model", default="MobileNetV3_Small_BoT_Linear", help="architecture (default: BoT-Linear)")
+    parser.add_argument("--image-size", type=int, default=224, help="training size (default: 224)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (default: 2)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    parser.add_argument(
+        "--output",
+        default="results/recipe_benchmark",
+        help="prefix of .json/.md/.png (default: results/recipe_benchmark)",
+    )
+
+
+def run_benchmark_recipe(args: argparse.Namespace) -> int:
+    from .benchmarks.recipe import run_recipe_benchmark
+
+    base = TrainConfig(
+        model=args.model,
+        metadata=args.metadata,
+        label2id=args.label2id,
+        pretrained=args.pretrained_weights is not None,
+        pretrained_weights=args.pretrained_weights,
+        epochs=args.epochs,
+        patience=0,
+        train_limit=args.train_limit,
+        valid_limit=args.valid_limit,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=args.device,
+    )
+    run_recipe_benchmark(base, args.variants, args.seeds, args.output)
+    return 0
+
+
+def add_benchmark_dedupe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", nargs="*", default=[], help="folders of distinct real photos (sources)")
+    parser.add_argument(
+        "--lab-photos", type=int, default=200, help="generated lab photos added as sources (default: 200)"
+    )
+    parser.add_argument("--copies-of", type=int, default=100, help="plant copies of this many sources (default: 100)")
+    parser.add_argument("--seed", type=int, default=0, help="copy and lab-photo seed (default: 0)")
+    parser.add_argument("--output", default=None, help="also write the results to this JSON file")
+
+
+def run_benchmark_dedupe(args: argparse.Namespace) -> int:
+    from .benchmarks.dedupe import run_dedupe_benchmark
+    from .fileio import write_json
+
+    if args.lab_photos < 0 or args.copies_of < 0:
+        raise UserError("--lab-photos and --copies-of must be >= 0.")
+    result = run_dedupe_benchmark(args.images, args.lab_photos, args.copies_of, args.seed)
     if args.output:
         write_json(args.output, result)
     return 0
@@ -321,9 +439,19 @@ BENCHMARKS: dict[str, tuple[str, Callable, Callable]] = {
         run_benchmark_attention,
     ),
     "train": (
-        "training images/s: project pipeline vs a naive PIL/NCHW one",
+        "training images/s: project pipeline vs a naive PIL/NCHW one and a plain timm loop",
         add_benchmark_train_arguments,
         run_benchmark_train,
+    ),
+    "dedupe": (
+        "duplicate finding: recall on planted copies, false pairs among distinct photos",
+        add_benchmark_dedupe_arguments,
+        run_benchmark_dedupe,
+    ),
+    "recipe": (
+        "fine-tuning recipes: the guide's, each addition alone, the field recipe, over seeds",
+        add_benchmark_recipe_arguments,
+        run_benchmark_recipe,
     ),
     "speed": (
         "inference speed of a checkpoint: PyTorch eager, channels_last, ONNX Runtime",
@@ -354,6 +482,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "metadata.csv + label2id.json from a class-per-folder tree",
         add_prepare_arguments,
         run_prepare,
+    ),
+    "audit": (
+        "find duplicates, leaks across splits, label conflicts and unreadable files",
+        add_audit_arguments,
+        run_audit,
     ),
     "evaluate": ("evaluate a checkpoint on a split", add_evaluate_arguments, run_evaluate),
     "predict": ("top-k predictions for images and folders", add_predict_arguments, run_predict),

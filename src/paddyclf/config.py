@@ -10,10 +10,16 @@ from dataclasses import dataclass, field
 
 from .errors import UserError
 from .models import DEFAULT_BACKBONE, list_models
+from .recipe import AUGMENTS, RECIPES, describe, recipe_values
 
 
 def _opt(default, help: str, **extra):  # noqa: A002 - mirrors argparse's own keyword
     return field(default=default, metadata={"help": help, **extra})
+
+
+def _recipe_opt(help: str, **extra):  # noqa: A002
+    """A field whose default comes from ``--recipe`` (None until :meth:`TrainConfig.__post_init__`)."""
+    return field(default=None, metadata={"help": help, "recipe": True, **extra})
 
 
 @dataclass
@@ -35,11 +41,27 @@ class TrainConfig:
     epochs: int = _opt(30, "number of epochs")
     batch_size: int = _opt(32, "batch size (per process under torchrun)")
     patience: int = _opt(10, "early-stopping patience in epochs on valid macro-F1; <= 0 disables")
-    base_lr: float = _opt(5e-5, "learning rate of the pretrained backbone")
-    head_lr: float = _opt(5e-4, "learning rate of everything new (attention blocks, classifier)")
+    base_lr: float | None = _recipe_opt("learning rate of the pretrained backbone")
+    head_lr: float | None = _recipe_opt("learning rate of everything new (attention blocks, classifier)")
     weight_decay: float = _opt(1e-2, "AdamW weight decay (not applied to norms, biases, position tables)")
     scheduler_tmax: int | None = _opt(None, "T_max of CosineAnnealingLR in epochs (default: --epochs)")
     grad_clip: float = _opt(1.0, "clip the gradient norm to this value; <= 0 disables")
+    recipe: str = _opt(
+        "guide",
+        "fine-tuning recipe: guide (the founding guide's) or field (measured best on few real photos: "
+        + describe("field")
+        + "); explicit flags override it",
+        choices=tuple(RECIPES),
+    )
+    label_smoothing: float | None = _recipe_opt("label smoothing of the cross-entropy, in [0, 1)")
+    ema_decay: float | None = _recipe_opt(
+        "keep an EMA of the weights (timm ModelEmaV3, warm-up) with this decay; it validates and is saved; 0 = off"
+    )
+    mixup: float | None = _recipe_opt("MixUp alpha (torchvision v2); 0 = off")
+    cutmix: float | None = _recipe_opt("CutMix alpha (torchvision v2); with --mixup one of them per batch; 0 = off")
+    augment: str | None = _recipe_opt("extra train augmentation (torchvision v2)", choices=AUGMENTS)
+    random_erasing: float | None = _recipe_opt("probability of random erasing per training image")
+    warmup_epochs: int | None = _recipe_opt("epochs of linear learning-rate warm-up before the cosine schedule")
     num_workers: int = _opt(4, "DataLoader worker processes (0 loads in the main process)")
     pin_memory: bool = _opt(False, "pin host memory in the DataLoader (CUDA)")
     train_limit: int | None = _opt(None, "use a deterministic stratified subset of this many training samples")
@@ -58,6 +80,11 @@ class TrainConfig:
     )
     resume: str | None = _opt(None, "continue from a <model_name>_last.pt written by an interrupted run")
     sync_bn: bool = _opt(False, "SyncBatchNorm across processes under torchrun")
+
+    def __post_init__(self) -> None:
+        for name, value in recipe_values(self.recipe).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     @property
     def run_name(self) -> str:
@@ -92,8 +119,28 @@ class TrainConfig:
                 problems.append(f"{flag} must be >= 1 (got {limit})")
         if self.heads < 1:
             problems.append(f"--heads must be >= 1 (got {self.heads})")
+        problems += self._recipe_problems()
         if problems:
             raise UserError("Invalid options: " + "; ".join(problems) + ".")
+
+    def _recipe_problems(self) -> list[str]:
+        problems = []
+        if self.recipe not in RECIPES:
+            problems.append(f"--recipe must be one of {', '.join(RECIPES)} (got {self.recipe!r})")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
+        if not 0 <= self.ema_decay < 1:
+            problems.append(f"--ema-decay must be in [0, 1) (got {self.ema_decay})")
+        for flag, alpha in (("--mixup", self.mixup), ("--cutmix", self.cutmix)):
+            if alpha < 0:
+                problems.append(f"{flag} must be >= 0 (got {alpha})")
+        if self.augment not in AUGMENTS:
+            problems.append(f"--augment must be one of {', '.join(AUGMENTS)} (got {self.augment!r})")
+        if not 0 <= self.random_erasing <= 1:
+            problems.append(f"--random-erasing must be in [0, 1] (got {self.random_erasing})")
+        if self.warmup_epochs < 0:
+            problems.append(f"--warmup-epochs must be >= 0 (got {self.warmup_epochs})")
+        return problems
 
 
 def _field_type(f: dataclasses.Field) -> type:
@@ -110,9 +157,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig,
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
+        # a recipe field stays None unless given, so that --recipe can fill it in TrainConfig
+        default = None if f.metadata.get("recipe") else getattr(defaults, f.name)
         kind = _field_type(f)
-        help_text = f.metadata["help"] + ("" if kind is bool else f" (default: {default})")
+        if f.metadata.get("recipe"):
+            per_recipe = ", ".join(f"{name} {values[f.name]}" for name, values in RECIPES.items())
+            help_text = f"{f.metadata['help']} (default: from --recipe: {per_recipe})"
+        else:
+            help_text = f.metadata["help"] + ("" if kind is bool else f" (default: {default})")
         if kind is bool:
             # a switch that is on by default also needs its --no- form
             action = argparse.BooleanOptionalAction if default else "store_true"

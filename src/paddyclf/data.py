@@ -239,7 +239,21 @@ class Normalization:
         return {"mean": list(self.mean), "std": list(self.std), "crop_pct": self.crop_pct}
 
 
-def build_transform(image_size: int, norm: Normalization, train: bool) -> v2.Compose:
+@dataclass(frozen=True)
+class TrainAugment:
+    """What a recipe adds to the train transform (see :mod:`paddyclf.recipe`); the default adds nothing."""
+
+    augment: str = "none"  # none | trivial (TrivialAugmentWide) | randaugment (RandAugment)
+    random_erasing: float = 0.0  # probability per image
+
+    @classmethod
+    def from_config(cls, config) -> TrainAugment:
+        return cls(config.augment, config.random_erasing)
+
+
+def build_transform(
+    image_size: int, norm: Normalization, train: bool, extra: TrainAugment = TrainAugment()
+) -> v2.Compose:
     """PIL RGB image -> normalised float tensor (3, S, S).
 
     Train: random resized crop (scale 0.5-1, so lesions stay in view), horizontal and vertical
@@ -249,15 +263,21 @@ def build_transform(image_size: int, norm: Normalization, train: bool) -> v2.Com
     The geometric and colour ops run on the 8-bit PIL image (in a one-off timing, Pillow's C kernels
     were 1.5x faster than the same v2 ops on uint8 tensors); the float conversion comes last, on
     S x S pixels only.
+    ``extra`` (train only) inserts TrivialAugmentWide or RandAugment after the flips, and random
+    erasing on the normalised tensor.
     """
     to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(norm.mean, norm.std)]
     if train:
+        policy = {"none": [], "trivial": [v2.TrivialAugmentWide()], "randaugment": [v2.RandAugment()]}
         ops = [
             v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True),
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
+            *policy[extra.augment],
             LinearColorJitter(brightness=0.2, contrast=0.2, saturation=0.15, hue=0.02),
         ]
+        if extra.random_erasing > 0:
+            to_float.append(v2.RandomErasing(p=extra.random_erasing))
     else:
         ops = [v2.Resize(int(image_size / norm.crop_pct), antialias=True), v2.CenterCrop(image_size)]
     return v2.Compose(ops + to_float)
@@ -462,13 +482,14 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     cache: DecodedCache | None = None,
+    extra: TrainAugment = TrainAugment(),
 ) -> DataLoader:
     """A DataLoader over ``samples`` with the train or eval transform and bad-file skipping.
 
     Train: :class:`EpochShuffleSampler` (call ``loader.sampler.set_epoch``); eval: :class:`ShardSampler`.
     """
     dataset = ImageDataset(
-        samples, build_transform(image_size, norm, train), decode_size(image_size, norm, train), cache, seed
+        samples, build_transform(image_size, norm, train, extra), decode_size(image_size, norm, train), cache, seed
     )
     if train:
         sampler: Sampler = EpochShuffleSampler(len(samples), seed, rank, world_size)

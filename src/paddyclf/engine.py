@@ -43,6 +43,19 @@ class NonFiniteLossError(RuntimeError):
 
 
 @dataclass
+class StepRecipe:
+    """What a training step does beyond forward, backward and the optimizer step (see :mod:`paddyclf.recipe`).
+
+    ``criterion(logits, targets)``; ``mix(images, labels) -> (images, soft targets)`` or None;
+    ``ema.update(model)`` after every optimizer step, or None.
+    """
+
+    criterion: nn.Module = field(default_factory=nn.CrossEntropyLoss)
+    mix: object | None = None
+    ema: object | None = None
+
+
+@dataclass
 class EpochResult:
     """Sums over the batches of one epoch (on this rank); ``steps`` counts batches done, incl. resumed ones."""
 
@@ -80,15 +93,17 @@ def train_one_epoch(
     progress: bool = True,
     stop_requested=lambda: False,
     resumed: EpochResult | None = None,
+    recipe: StepRecipe | None = None,
 ) -> EpochResult:
     """Train for one pass over ``loader``; batches of only unreadable images are skipped.
 
     ``resumed`` carries the sums of the batches an interrupted run already did in this epoch.
     ``stop_requested()`` is polled after every step; when it is true the epoch ends early with
-    ``interrupted`` set, so SIGINT/SIGTERM never cut a step in half.
+    ``interrupted`` set, so SIGINT/SIGTERM never cut a step in half. ``recipe`` adds label smoothing,
+    MixUp/CutMix and the EMA update; accuracy is always counted against the unmixed labels.
     """
     model.train()
-    criterion = nn.CrossEntropyLoss()
+    recipe = recipe or StepRecipe()
     result = resumed or EpochResult()
     start = time.perf_counter() - result.seconds
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress, dynamic_ncols=True)
@@ -98,9 +113,12 @@ def train_one_epoch(
         if batch.images is not None:
             images = to_device(batch.images, device, channels_last)
             labels = batch.labels.to(device, non_blocking=True)
+            targets = labels
+            if recipe.mix is not None:
+                images, targets = recipe.mix(images, labels)
             with autocast(device, amp_dtype):
                 logits = model(images)
-                loss = criterion(logits.float(), labels)
+                loss = recipe.criterion(logits.float(), targets)
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(epoch, result.steps, loss.item())
             optimizer.zero_grad(set_to_none=True)
@@ -116,6 +134,8 @@ def train_one_epoch(
                 scaler.update()
             else:
                 optimizer.step()
+            if recipe.ema is not None:
+                recipe.ema.update(model)
             n = labels.numel()
             result.loss_sum += loss.item() * n
             result.correct += (logits.argmax(1) == labels).sum().item()

@@ -127,6 +127,38 @@ def render_image(label: str, seed: int, index: int, size: int = 256) -> Image.Im
     return Image.fromarray(np.uint8(pixels)).filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.7)))
 
 
+def render_lab_photo(seed: int, index: int, size: int = 256) -> Image.Image:
+    """One thin leaf with brown spots on white paper, the way lab photos of rice leaves look.
+
+    Distinct ``index`` values give distinct leaves (spots, width, bend, a slight tilt) in nearly
+    the same pose: most of every image is the same white paper, which is what makes such photos
+    look alike to a perceptual hash (the hard negatives of :mod:`paddyclf.audit`).
+    """
+    rng = np.random.default_rng((seed, 7_000_003, index))
+    paper = np.array([rng.uniform(225, 250)] * 3) + rng.normal(0, 3, 3)
+    image = Image.fromarray(np.uint8(np.clip(paper + rng.normal(0, 2, (size, size, 3)), 0, 255)))
+    length, centre, half = _blade_geometry(rng, size)
+    width = rng.uniform(0.25, 0.45)  # thin: a quarter to a half of a field blade
+    ts = np.linspace(0, 1, 60)
+    outline = [_point(length, centre, t, -width * half(t)) for t in ts]
+    outline += [_point(length, centre, t, width * half(t)) for t in ts[::-1]]
+    mask = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(mask).polygon(outline, fill=255)
+    green = tuple(int(c) for c in (rng.uniform(60, 110), rng.uniform(130, 180), rng.uniform(40, 80)))
+    leaf = Image.new("RGB", (size, size), green)
+    draw = ImageDraw.Draw(leaf)
+    for _ in range(rng.integers(3, 12)):
+        t = rng.uniform(0.05, 0.9)
+        x, y = _point(length, centre, t, rng.uniform(-0.6, 0.6) * width * half(t))
+        r = rng.uniform(1.5, 4)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=(int(rng.uniform(90, 150)), 60, 30))
+    angle = 30 + rng.uniform(-8, 8)
+    leaf = leaf.rotate(angle, resample=Image.BILINEAR, center=(size / 2, size / 2))
+    mask = mask.rotate(angle, resample=Image.BILINEAR, center=(size / 2, size / 2))
+    image.paste(leaf, (0, 0), mask.filter(ImageFilter.GaussianBlur(0.6)))
+    return image
+
+
 def make_dataset(
     out_dir: str | Path,
     per_class: int = 80,
@@ -168,7 +200,7 @@ def dataset_exists(out_dir: str | Path) -> bool:
         return all((out_dir / row["path"]).is_file() for row in csv.DictReader(fh))
 
 
-__all__ = ["CLASSES", "dataset_exists", "make_dataset", "make_photo_folder", "render_image"]
+__all__ = ["CLASSES", "dataset_exists", "make_dataset", "make_photo_folder", "render_image", "render_lab_photo"]
 
 
 def make_photo_folder(out_dir: str | Path, count: int, seed: int = 0, quality: int = 90) -> Path:

@@ -11,8 +11,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -21,14 +20,24 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt_io
 from .config import TrainConfig
-from .data import DecodedCache, Normalization, decode_size, load_label2id, load_splits, make_loader
+from .data import DecodedCache, Normalization, TrainAugment, decode_size, load_label2id, load_splits, make_loader
 from .distributed import DistInfo, init_distributed, shutdown_distributed
-from .engine import EpochResult, NonFiniteLossError, autocast_dtype, evaluate, measure_fps, train_one_epoch
+from .engine import (
+    EpochResult,
+    EvalResult,
+    NonFiniteLossError,
+    StepRecipe,
+    autocast_dtype,
+    evaluate,
+    measure_fps,
+    train_one_epoch,
+)
 from .errors import TrainingInterruptedError, UserError
 from .fileio import write_json
 from .metrics import classification_metrics
 from .models import create_model, model_kwargs
-from .plots import plot_history
+from .recipe import BatchMixer, EmaWeights, make_criterion, make_scheduler
+from .runstate import RunState
 
 FPS_BATCH_SIZE = 32
 HISTORY_KEYS = ("train_loss", "valid_loss", "train_acc", "valid_acc", "valid_f1", "learning_rates")
@@ -143,19 +152,6 @@ class StopOnSignal:
             signal.signal(sig, handler)
 
 
-@dataclass
-class RunState:
-    """Where a run stands: everything beyond model/optimizer/scheduler that an exact resume needs."""
-
-    epoch: int = 1  # the epoch in progress (or the next one)
-    partial: EpochResult | None = None  # sums of the batches already done in ``epoch``
-    skip: int = 0  # training indices of ``epoch`` already consumed (per rank)
-    best_f1: float = -1.0
-    best_epoch: int = 0
-    stale: int = 0
-    history: dict = field(default_factory=lambda: defaultdict(list))
-
-
 def summed_over_ranks(result: EpochResult, info: DistInfo) -> EpochResult:
     """This rank's epoch sums plus every other rank's (loss, correct, images, failures); as is on one process."""
     if not info.enabled:
@@ -183,27 +179,75 @@ def train(config: TrainConfig, progress: bool | None = None) -> dict:
         shutdown_distributed(info)
 
 
-def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
-    log = print if info.is_main else (lambda *a, **k: None)
-    progress = info.is_main and (sys.stderr.isatty() if progress is None else progress)
-    device = resolve_device(config.device, info.local_rank)
+@dataclass
+class Run:
+    """Everything one training run holds; built by :func:`_train`, driven by :func:`run_epochs`."""
 
-    # ---- data description (all checks happen before anything is written)
-    label2id = load_label2id(config.label2id)
-    num_classes = len(label2id)
-    names = ckpt_io.class_names(label2id)
-    splits = load_splits(
-        config.metadata, label2id, config.seed, {"train": config.train_limit, "valid": config.valid_limit}
-    )
-    arch = ckpt_io.model_config(config, num_classes)
-    resume_state = ckpt_io.load_train_state(config.resume, arch, label2id) if config.resume else None
-    torch.manual_seed(config.seed)
+    config: TrainConfig
+    info: DistInfo
+    device: torch.device
+    model: nn.Module  # the plain model (checkpoints are written from it)
+    net: nn.Module  # what evaluates: the model, compiled with --compile
+    trainer_net: nn.Module  # what trains: ``net``, wrapped in DDP under torchrun
+    train_loader: object
+    valid_loader: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: object
+    amp_dtype: torch.dtype | None
+    step_recipe: StepRecipe
+    arch: dict
+    label2id: dict
+    norm: Normalization
+    state: RunState
+    progress: bool
 
-    # ---- model
+    @property
+    def num_classes(self) -> int:
+        return len(self.label2id)
+
+    @property
+    def best_path(self) -> Path:
+        return Path(self.config.output_dir) / f"{self.config.run_name}_best.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return Path(self.config.output_dir) / f"{self.config.run_name}_last.pt"
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that validate and are saved: the EMA's with --ema-decay, else the model's."""
+        ema = self.step_recipe.ema
+        return self.net if ema is None else ema.module
+
+    def log(self, *args) -> None:
+        if self.info.is_main:
+            print(*args)
+
+    def save_last(self) -> None:
+        state, info = self.state, self.info
+        partial = None if state.partial is None else summed_over_ranks(state.partial, info)  # rank 0 keeps all
+        if info.is_main:
+            ckpt_io.save_train_state(
+                self.last_path, self.model, self.optimizer, self.scheduler, self.scaler, self.config, self.arch,
+                self.label2id, self.norm, state, partial, ema=self.step_recipe.ema,
+            )  # fmt: skip
+
+    def save_best(self, epoch: int, valid: EvalResult) -> None:
+        if self.info.is_main:
+            metrics = {"valid_acc": valid.accuracy, "valid_f1": valid.f1, "valid_loss": valid.loss}
+            ckpt_io.save_checkpoint(
+                self.best_path, ckpt_io.unwrap(self.eval_model), self.arch, self.label2id, self.norm, epoch, metrics,
+                seed=self.config.seed, ema=self.step_recipe.ema is not None,
+            )  # fmt: skip
+
+
+def _build_model(config: TrainConfig, arch: dict, fresh: bool, info: DistInfo, device: torch.device):
+    """(model on device, normalisation, parameter count, size MiB); pretrained weights only for a fresh run."""
     try:
         model = create_model(
-            pretrained=config.pretrained and resume_state is None,
-            pretrained_weights=config.pretrained_weights if resume_state is None else None,
+            pretrained=config.pretrained and fresh,
+            pretrained_weights=config.pretrained_weights if fresh else None,
             **model_kwargs(arch),
         )
     except ValueError as exc:  # e.g. --heads not dividing the attention width
@@ -215,6 +259,25 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    return model, norm, num_params, size_mb
+
+
+def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
+    progress = info.is_main and (sys.stderr.isatty() if progress is None else progress)
+    device = resolve_device(config.device, info.local_rank)
+
+    # ---- data description (all checks happen before anything is written)
+    label2id = load_label2id(config.label2id)
+    num_classes = len(label2id)
+    splits = load_splits(
+        config.metadata, label2id, config.seed, {"train": config.train_limit, "valid": config.valid_limit}
+    )
+    arch = ckpt_io.model_config(config, num_classes)
+    resume_state = ckpt_io.load_train_state(config.resume, arch, label2id) if config.resume else None
+    torch.manual_seed(config.seed)
+
+    # ---- model
+    model, norm, num_params, size_mb = _build_model(config, arch, resume_state is None, info, device)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input size: pick the fastest kernels once
     net = torch.compile(model, backend=config.compile_backend) if config.compile else model  # evaluation runs it
     trainer_net = (
@@ -222,12 +285,14 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
         if info.enabled
         else net
     )
-    log(
-        f"{config.run_name}: {config.model} on {device}"
-        + (f" x {info.world_size} processes" if info.enabled else "")
-        + f", {num_params:,} parameters, {num_classes} classes, "
-        f"{len(splits['train'])} train / {len(splits['valid'])} valid images at {config.image_size}px"
-    )
+    if info.is_main:
+        print(
+            f"{config.run_name}: {config.model} on {device}"
+            + (f" x {info.world_size} processes" if info.enabled else "")
+            + f", {num_params:,} parameters, {num_classes} classes, "
+            f"{len(splits['train'])} train / {len(splits['valid'])} valid images at {config.image_size}px"
+            + ("" if config.recipe == "guide" else f", recipe {config.recipe}")
+        )
 
     # ---- data loading
     cache = (
@@ -244,135 +309,149 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
         world_size=info.world_size,
         cache=cache,
     )
-    train_loader = make_loader(splits["train"], train=True, **loader_args)
+    train_loader = make_loader(splits["train"], train=True, extra=TrainAugment.from_config(config), **loader_args)
     valid_loader = make_loader(splits["valid"], train=False, **loader_args)
 
-    # ---- optimisation
+    # ---- optimisation and the recipe's additions
     optimizer = torch.optim.AdamW(parameter_groups(model, config.base_lr, config.head_lr, config.weight_decay))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.scheduler_tmax or config.epochs)
+    scheduler = make_scheduler(optimizer, config.scheduler_tmax or config.epochs, config.warmup_epochs)
     amp_dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    step_recipe = StepRecipe(
+        make_criterion(config.label_smoothing),
+        BatchMixer.from_config(config, num_classes),
+        EmaWeights.from_config(config, model),
+    )
     state = RunState()
     if resume_state is not None:
-        state = ckpt_io.restore_train_state(resume_state, model, optimizer, scheduler, scaler, info.is_main)
-        log(f"Resumed from {config.resume}: epoch {state.epoch}" + (", mid-epoch" if state.skip else ""))
-
-    # ---- epochs
-    output_dir = Path(config.output_dir)
-    best_path = output_dir / f"{config.run_name}_best.pt"
-    last_path = output_dir / f"{config.run_name}_last.pt"
-
-    def save_last() -> None:
-        partial = None if state.partial is None else summed_over_ranks(state.partial, info)  # rank 0 keeps all
-        if info.is_main:
-            ckpt_io.save_train_state(
-                last_path, model, optimizer, scheduler, scaler, config, arch, label2id, norm, state, partial
-            )
+        state = ckpt_io.restore_train_state(
+            resume_state, model, optimizer, scheduler, scaler, info.is_main, ema=step_recipe.ema
+        )
+    run = Run(
+        config, info, device, model, net, trainer_net, train_loader, valid_loader, optimizer, scheduler, scaler,
+        amp_dtype, step_recipe, arch, label2id, norm, state, progress,
+    )  # fmt: skip
+    if resume_state is not None:
+        run.log(f"Resumed from {config.resume}: epoch {state.epoch}" + (", mid-epoch" if state.skip else ""))
 
     start = time.perf_counter()
+    best_valid = run_epochs(run)
+    return final_report(run, best_valid, time.perf_counter() - start, num_params, size_mb)
+
+
+def run_epochs(run: Run) -> EvalResult | None:
+    """Train until ``--epochs`` or early stopping; return the best epoch's validation (None if not in this process).
+
+    Rank 0 writes ``_best.pt`` on every improvement and ``_last.pt`` after every epoch.
+    """
+    config, state = run.config, run.state
+    best_valid = None
     with StopOnSignal() as stop:
         while state.epoch <= config.epochs and not (0 < config.patience <= state.stale):
             epoch = state.epoch
-            lr = head_lr_of(optimizer)
-            train_loader.sampler.set_epoch(epoch, skip=state.skip)
-            try:
-                train_result = train_one_epoch(
-                    trainer_net,
-                    train_loader,
-                    optimizer,
-                    device,
-                    epoch,
-                    scaler,
-                    amp_dtype,
-                    config.grad_clip,
-                    config.channels_last,
-                    progress,
-                    lambda: info.any(stop.signum is not None),
-                    state.partial,  # the sums of an interrupted epoch (all ranks' on rank 0, zeros elsewhere)
-                )
-            except NonFiniteLossError as exc:
-                hint = f" The last good state is {last_path} (resume with --resume)." if last_path.is_file() else ""
-                raise UserError(
-                    f"Training diverged: the {exc}. Lower --head-lr/--base-lr or check the data.{hint}"
-                ) from None
-            if train_result.interrupted:
-                state.partial, state.skip = train_result, train_result.steps * config.batch_size
-                save_last()
-                signum = stop.signum or signal.SIGINT
-                raise TrainingInterruptedError(
-                    signum,
-                    f"Interrupted by {signal.Signals(signum).name} at epoch {epoch}, step {train_result.steps}. "
-                    f"Saved {last_path}; continue with the same command plus --resume {last_path}",
-                )
-            train_result = summed_over_ranks(train_result, info)
+            lr = head_lr_of(run.optimizer)
+            train_result = _train_epoch(run, epoch, stop)
             valid_result = evaluate(
-                net, valid_loader, device, num_classes, amp_dtype, config.channels_last, progress, gather=info.gather
-            )
+                run.eval_model, run.valid_loader, run.device, run.num_classes, run.amp_dtype, config.channels_last,
+                run.progress, gather=run.info.gather,
+            )  # fmt: skip
             if len(valid_result.targets) == 0:
                 raise UserError("None of the validation images could be read; see the skipped-image messages.")
-            scheduler.step()
-            epoch_values = {
-                "train_loss": train_result.loss,
-                "valid_loss": valid_result.loss,
-                "train_acc": train_result.accuracy,
-                "valid_acc": valid_result.accuracy,
-                "valid_f1": valid_result.f1,
-                "learning_rates": lr,
-                "epoch_seconds": train_result.seconds + valid_result.seconds,
-                "skipped_images": len(train_result.failures) + len(valid_result.failures),
-            }
-            for key, value in epoch_values.items():
-                state.history[key].append(value)
-            log(summary_line(epoch, config.epochs, train_result, valid_result, lr))
-
+            run.scheduler.step()
+            _record(state, train_result, valid_result, lr)
+            run.log(summary_line(epoch, config.epochs, train_result, valid_result, lr))
             if valid_result.f1 > state.best_f1:
                 state.best_f1, state.best_epoch, state.stale = valid_result.f1, epoch, 0
-                if info.is_main:
-                    metrics = {
-                        "valid_acc": valid_result.accuracy,
-                        "valid_f1": valid_result.f1,
-                        "valid_loss": valid_result.loss,
-                    }
-                    ckpt_io.save_checkpoint(best_path, model, arch, label2id, norm, epoch, metrics, seed=config.seed)
+                best_valid = valid_result
+                run.save_best(epoch, valid_result)
             else:
                 state.stale += 1
             state.epoch, state.partial, state.skip = epoch + 1, None, 0
-            save_last()
+            run.save_last()
             if 0 < config.patience <= state.stale and epoch < config.epochs:
-                log(
+                run.log(
                     f"Early stopping: valid macro-F1 has not improved for {config.patience} epochs "
                     f"(best {state.best_f1:.4f} at epoch {state.best_epoch})."
                 )
-    training_seconds = time.perf_counter() - start
+    return best_valid
 
-    # ---- final report: the reloaded best checkpoint on the whole valid set, its speed, the files
+
+def _train_epoch(run: Run, epoch: int, stop: StopOnSignal) -> EpochResult:
+    """One training epoch, summed over ranks; saves ``_last.pt`` and raises if a signal interrupted it."""
+    config, state = run.config, run.state
+    run.train_loader.sampler.set_epoch(epoch, skip=state.skip)
+    try:
+        result = train_one_epoch(
+            run.trainer_net, run.train_loader, run.optimizer, run.device, epoch, run.scaler, run.amp_dtype,
+            config.grad_clip, config.channels_last, run.progress, lambda: run.info.any(stop.signum is not None),
+            state.partial,  # the sums of an interrupted epoch (all ranks' on rank 0, zeros elsewhere)
+            run.step_recipe,
+        )  # fmt: skip
+    except NonFiniteLossError as exc:
+        hint = f" The last good state is {run.last_path} (resume with --resume)." if run.last_path.is_file() else ""
+        raise UserError(f"Training diverged: the {exc}. Lower --head-lr/--base-lr or check the data.{hint}") from None
+    if result.interrupted:
+        state.partial, state.skip = result, result.steps * config.batch_size
+        run.save_last()
+        signum = stop.signum or signal.SIGINT
+        raise TrainingInterruptedError(
+            signum,
+            f"Interrupted by {signal.Signals(signum).name} at epoch {epoch}, step {result.steps}. "
+            f"Saved {run.last_path}; continue with the same command plus --resume {run.last_path}",
+        )
+    return summed_over_ranks(result, run.info)
+
+
+def _record(state: RunState, train: EpochResult, valid: EvalResult, lr: float) -> None:
+    epoch_values = {
+        "train_loss": train.loss,
+        "valid_loss": valid.loss,
+        "train_acc": train.accuracy,
+        "valid_acc": valid.accuracy,
+        "valid_f1": valid.f1,
+        "learning_rates": lr,
+        "epoch_seconds": train.seconds + valid.seconds,
+        "skipped_images": len(train.failures) + len(valid.failures),
+    }
+    for key, value in epoch_values.items():
+        state.history[key].append(value)
+
+
+def final_report(run: Run, best_valid: EvalResult | None, training_seconds: float, num_params: int, size_mb: float):
+    """The metrics block and result files: the best checkpoint's validation, its speed, the history."""
+    config, info, device = run.config, run.info, run.device
     if info.enabled:
         torch.distributed.barrier()  # rank 0 has finished writing the best checkpoint
-    best = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(best_path)).to(device)
-    final = evaluate(best, valid_loader, device, num_classes, amp_dtype, progress=False, gather=info.gather)
-    fps = measure_fps(best, device, config.image_size, FPS_BATCH_SIZE, amp_dtype=amp_dtype)
+    best = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(run.best_path)).to(device)
+    if best_valid is None:  # the best epoch came before a --resume: evaluate the reloaded checkpoint
+        best_valid = evaluate(
+            best, run.valid_loader, device, run.num_classes, run.amp_dtype, progress=False, gather=info.gather
+        )
+    fps = measure_fps(best, device, config.image_size, FPS_BATCH_SIZE, warmup=2, iters=5, amp_dtype=run.amp_dtype)
     metrics = {
         "model_name": config.run_name,
         "size_mb": round(size_mb, 4),
-        "valid_acc": final.accuracy,
-        "valid_f1": final.f1,
+        "valid_acc": best_valid.accuracy,
+        "valid_f1": best_valid.f1,
         "fps": fps,
         "num_params": num_params,
-        "ckpt_path": str(best_path),
+        "ckpt_path": str(run.best_path),
     }
-    log(format_metrics(metrics))
+    run.log(format_metrics(metrics))
     if not info.is_main:
         return metrics
     results_dir = Path(config.output_dir) / "results"
+    state = run.state
     if config.save_history:
-        details = classification_metrics(final.targets, final.predictions, num_classes, names)
+        names = ckpt_io.class_names(run.label2id)
+        details = classification_metrics(best_valid.targets, best_valid.predictions, run.num_classes, names)
         write_json(results_dir / f"{config.run_name}_history.json", dict(state.history))
         write_json(
             results_dir / f"{config.run_name}_metrics.json",
             {
                 **metrics,
                 "architecture": config.model,
-                "valid_loss": final.loss,
+                "valid_loss": best_valid.loss,
                 "best_epoch": state.best_epoch,
                 "epochs_run": len(state.history["train_loss"]),
                 "training_seconds": training_seconds,
@@ -383,10 +462,12 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
                 "processes": info.world_size,
                 "fps_batch_size": FPS_BATCH_SIZE,
                 "fps_threads": torch.get_num_threads(),
-                "fps_precision": str(amp_dtype or torch.float32).replace("torch.", ""),
+                "fps_precision": str(run.amp_dtype or torch.float32).replace("torch.", ""),
                 "config": asdict(config),
             },
         )
     if config.plot:
+        from .plots import plot_history  # imported late: matplotlib costs 0.2 s of start-up
+
         plot_history(state.history, results_dir / f"{config.run_name}_history.png", title=config.run_name)
     return metrics

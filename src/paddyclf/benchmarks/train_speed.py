@@ -5,6 +5,9 @@ Both pipelines train the same model with the same batch size, workers and augmen
 
 * **naive**: full-resolution PIL decode, classic ``torchvision.transforms`` on the PIL image
   (RandomResizedCrop resamples the whole photo), NCHW float32 model, on any device.
+* **plain**: the loop a user writes with timm alone: full PIL decode, RandomResizedCrop + flips,
+  no colour jitter (so no slow HSV hue), channels_last model, float32. The honest baseline: the
+  naive pipeline carries torchvision's HSV hue jitter, which overstates what the project gains.
 * **project**: JPEG draft-mode decode (DCT-domain downscale), a decoded uint8 cache (built in
   the first epoch, memory-mapped afterwards), Pillow-kernel transforms with the one-pass colour
   jitter of :mod:`paddyclf.augment`, channels_last model; on CUDA also AMP and pinned memory.
@@ -12,11 +15,17 @@ Both pipelines train the same model with the same batch size, workers and augmen
 Reported per batch size: images/s of the input pipeline alone, of the training step alone
 (synthetic tensors), and end to end per epoch (steady state = epochs 2+), with project/naive
 ratios; with a valid split, the valid accuracy each pipeline reaches; on CUDA, peak memory.
+With ``whole_run``, also the wall time of two whole processes on the same data and epochs, start-up
+and everything included: ``paddyclf train`` (validation every epoch, checkpoints, the final report)
+against :mod:`paddyclf.benchmarks.plain_loop` (validation every epoch, nothing else).
 """
 
 from __future__ import annotations
 
+import csv
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -45,19 +54,20 @@ from ..predict import collect_images
 from ..train import parameter_groups
 from .common import PRINT, environment, median_seconds
 
-PIPELINES = ("naive", "project")
+PIPELINES = ("naive", "plain", "project")
 
 
-def naive_transform(image_size: int, norm: Normalization, train: bool):
-    """The textbook PIL pipeline (torchvision's classic transforms), same augmentation recipe."""
+def naive_transform(image_size: int, norm: Normalization, train: bool, jitter: bool = True):
+    """The textbook PIL pipeline (torchvision's classic transforms); ``jitter`` adds the colour jitter."""
     to_tensor = [classic.ToTensor(), classic.Normalize(norm.mean, norm.std)]
     if train:
+        colour = [classic.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.15, hue=0.02)] if jitter else []
         return classic.Compose(
             [
                 classic.RandomResizedCrop(image_size, scale=(0.5, 1.0)),
                 classic.RandomHorizontalFlip(),
                 classic.RandomVerticalFlip(),
-                classic.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.15, hue=0.02),
+                *colour,
                 *to_tensor,
             ]
         )
@@ -66,8 +76,8 @@ def naive_transform(image_size: int, norm: Normalization, train: bool):
     )
 
 
-def naive_loader(samples, image_size, norm, train, batch_size, num_workers, seed) -> DataLoader:
-    dataset = ImageDataset(samples, naive_transform(image_size, norm, train), decode_min_size=None)
+def naive_loader(samples, image_size, norm, train, batch_size, num_workers, seed, jitter=True) -> DataLoader:
+    dataset = ImageDataset(samples, naive_transform(image_size, norm, train, jitter), decode_min_size=None)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -141,6 +151,8 @@ class PipelineSetup:
     def of(cls, name: str, device: torch.device) -> PipelineSetup:
         if name == "naive":  # the textbook loop: NCHW float32 whatever the device
             return cls(name, channels_last=False, amp_dtype=None, pin_memory=False)
+        if name == "plain":  # timm alone: channels_last, float32
+            return cls(name, channels_last=True, amp_dtype=None, pin_memory=False)
         return cls(name, channels_last=True, amp_dtype=autocast_dtype(device), pin_memory=device.type == "cuda")
 
 
@@ -169,7 +181,8 @@ def measure_pipeline(
             return make_loader(
                 samples, image_size, norm, train_split, batch_size, num_workers, seed, setup.pin_memory, cache=cache
             )
-        return naive_loader(samples, image_size, norm, train_split, batch_size, num_workers, seed)
+        jitter = setup.name == "naive"
+        return naive_loader(samples, image_size, norm, train_split, batch_size, num_workers, seed, jitter)
 
     def fresh_model():
         torch.manual_seed(seed)
@@ -221,6 +234,49 @@ def measure_pipeline(
 RATIO_KEYS = ("input_pipeline_images_per_s", "train_step_images_per_s", "end_to_end_steady_images_per_s")
 
 
+def _write_metadata(train: list[Sample], valid: list[Sample], num_classes: int, folder: Path) -> tuple[Path, Path]:
+    """A metadata.csv (absolute paths) and label2id.json for the samples; with no valid split, every 5th image."""
+    if not valid:
+        train, valid = [s for k, s in enumerate(train) if k % 5], train[::5]
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"class_{c}" for c in range(num_classes)]
+    metadata = folder / "metadata.csv"
+    with metadata.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "split"])
+        writer.writerows(
+            [(s.path, names[s.label], split) for split, ss in (("train", train), ("valid", valid)) for s in ss]
+        )
+    label2id = folder / "label2id.json"
+    label2id.write_text("{" + ", ".join(f'"{n}": {c}' for c, n in enumerate(names)) + "}")
+    return metadata, label2id
+
+
+def whole_run_seconds(
+    train: list[Sample], valid: list[Sample], num_classes: int, image_size: int, batch_size: int,
+    num_workers: int, epochs: int, work: Path, seed: int, log=PRINT,
+) -> dict:  # fmt: skip
+    """Wall seconds of ``paddyclf train`` and of the plain timm loop as whole processes, same data and epochs."""
+    metadata, label2id = _write_metadata(train, valid, num_classes, work / "whole_run")
+    common = ["--metadata", str(metadata), "--label2id", str(label2id), "--epochs", str(epochs),
+              "--batch-size", str(batch_size), "--image-size", str(image_size), "--num-workers", str(num_workers),
+              "--seed", str(seed)]  # fmt: skip
+    commands = {
+        "project": [sys.executable, "-m", "paddyclf", "train", *common, "--device", "cpu", "--patience", "0",
+                    "--cache-dir", str(work / "whole_run" / "cache"), "--output-dir", str(work / "whole_run" / "out")],
+        "plain": [sys.executable, "-m", "paddyclf.benchmarks.plain_loop", *common],
+    }  # fmt: skip
+    seconds = {}
+    for name, command in commands.items():
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        seconds[name] = time.perf_counter() - start
+        if done.returncode != 0:
+            raise UserError(f"the whole-run {name} process failed: {done.stderr.strip().splitlines()[-1:]}")
+        log(f"  whole run, {name:7}: {seconds[name]:6.1f} s ({epochs} epochs, start-up and final report included)")
+    return {"seconds": seconds, "project_over_plain_time": seconds["project"] / seconds["plain"]}
+
+
 def run_train_benchmark(
     images: list[str] | None = None,
     metadata: str | None = None,
@@ -234,6 +290,7 @@ def run_train_benchmark(
     device: str | torch.device = "cpu",
     pipelines: Sequence[str] = PIPELINES,
     seed: int = 42,
+    whole_run: bool = False,
     log=PRINT,
 ) -> dict:
     """Each pipeline at each batch size, same data, model and workers; ratios when both pipelines ran.
@@ -262,11 +319,17 @@ def run_train_benchmark(
                 for name in pipelines
             }  # fmt: skip
             run = {"batch_size": batch_size, "pipelines": rows}
-            if set(PIPELINES) <= set(rows):
-                run["ratios"] = {k: rows["project"][k] / rows["naive"][k] for k in RATIO_KEYS}
-                log(
-                    "project / naive: "
-                    + ", ".join(f"{k.removesuffix('_images_per_s')} {v:.2f}x" for k, v in run["ratios"].items())
+            for baseline in ("naive", "plain"):
+                if {"project", baseline} <= set(rows):
+                    ratios = {k: rows["project"][k] / rows[baseline][k] for k in RATIO_KEYS}
+                    run["ratios" if baseline == "naive" else "ratios_vs_plain"] = ratios
+                    log(
+                        f"project / {baseline}: "
+                        + ", ".join(f"{k.removesuffix('_images_per_s')} {v:.2f}x" for k, v in ratios.items())
+                    )
+            if whole_run:
+                run["whole_run"] = whole_run_seconds(
+                    train, valid, num_classes, image_size, batch_size, num_workers, epochs, work, seed, log
                 )
             runs.append(run)
     return {

@@ -1,0 +1,572 @@
+"""Finding the same photo twice: exact duplicates and near-duplicates, with no chaining through weak links.
+
+Two stages, as in classical near-duplicate detection:
+
+1. **Candidates** (cheap, high recall). Each image gets 64-bit perceptual hashes (``imagehash.phash``)
+   of its whole 32x32 grey thumbnail under the 8 flips/rotations of the square (the dihedral group
+   D4), and of a 3x3 grid of 90% crops. Two images are candidates when the whole-image hash of one
+   is within ``hash_threshold`` bits of a D4 variant of the other (flips, 90-degree rotations,
+   re-encoding, resizing), or one's crop hash is within ``hash_threshold`` of the other's D4 variant
+   (one is a crop of the other). The search is a blocked, vectorised Hamming comparison in NumPy:
+   O(N^2) popcounts, but no Python loop over pairs (10k images: about a minute on 2 cores).
+2. **Confirmation** (exact, high precision). A perceptual hash alone pairs distinct photos that share
+   a layout, e.g. thin leaves on white paper (most of the image is the same paper). Each candidate
+   pair is registered: the D4 transform from stage 1, then a search over scale and shift by
+   FFT-based normalised cross-correlation of **band-pass** (difference-of-Gaussians) grey images,
+   where the paper is flat and only the detail remains. The pair is a duplicate when that
+   correlation is at least ``MIN_CORRELATION`` and, once registered, at most ``MAX_RESIDUAL`` of the
+   pixels still differ strongly, in grey or in chroma (R - G, where brown lesions on a green leaf
+   stand out).
+
+Groups are the connected components of *confirmed* links only: a candidate that fails
+confirmation never joins two groups. The thresholds (``HASH_THRESHOLD``, ``MIN_CORRELATION``,
+``MAX_RESIDUAL``) were chosen by ``paddyclf benchmark dedupe`` on planted copies; see docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+from tqdm.auto import tqdm
+
+from .data import load_image
+from .fileio import atomic_path
+
+HASH_THRESHOLD = 12  # bits of 64; measured on planted copies (crop 90%: up to 12, flips/JPEG/resize: <= 4)
+# stage 2 thresholds, measured on planted copies (`paddyclf benchmark dedupe`, docs/BENCHMARKS.md)
+MIN_CORRELATION = 0.75
+MAX_RESIDUAL = 0.003
+CHROMA_FLOOR = 40.0  # chroma differences below 0.2 x 40 = 8 levels are noise
+THUMB_SIZE = 128  # grey thumbnail kept for the confirmation stage
+HASH_INPUT = 32  # phash's own input size (hash_size 8 x highfreq_factor 4)
+CROP_SCALE = 0.9
+FINGERPRINT_VERSION = 2
+
+# the 8 symmetries of the square, as PIL transposes (None = identity)
+D4 = (
+    None,
+    Image.Transpose.FLIP_LEFT_RIGHT,
+    Image.Transpose.ROTATE_90,
+    Image.Transpose.TRANSVERSE,
+    Image.Transpose.ROTATE_180,
+    Image.Transpose.FLIP_TOP_BOTTOM,
+    Image.Transpose.ROTATE_270,
+    Image.Transpose.TRANSPOSE,
+)
+
+
+def _transposed(image: Image.Image, index: int) -> Image.Image:
+    return image if D4[index] is None else image.transpose(D4[index])
+
+
+def _phash64(image: Image.Image) -> int:
+    return int(str(imagehash.phash(image)), 16)
+
+
+def crop_boxes(width: int, height: int, scale: float = CROP_SCALE) -> list[tuple[int, int, int, int]]:
+    """The 3x3 grid of ``scale`` crops (left, top, right, bottom), row by row."""
+    cw, ch = round(width * scale), round(height * scale)
+    xs = np.linspace(0, width - cw, 3).round().astype(int)
+    ys = np.linspace(0, height - ch, 3).round().astype(int)
+    return [(int(x), int(y), int(x) + cw, int(y) + ch) for y in ys for x in xs]
+
+
+@dataclass
+class Fingerprint:
+    """What stage 1 and 2 need of one image. ``error`` is set (and the rest empty) when it is unreadable."""
+
+    pixel_sha1: str = ""  # of the decoded RGB pixels and their size: equal means exact duplicate
+    whole: np.ndarray | None = None  # (8,) uint64: phash of the whole image under each D4 transform
+    crops: np.ndarray | None = None  # (9,) uint64: phash of each 90% grid crop (identity orientation)
+    thumb: np.ndarray | None = None  # (THUMB_SIZE, THUMB_SIZE) uint8 grey, aspect squashed
+    chroma: np.ndarray | None = None  # (THUMB_SIZE, THUMB_SIZE) uint8 R - G + 128: brown lesions on green leaves
+    size: tuple[int, int] = (0, 0)
+    error: str = ""
+
+
+def fingerprint_image(image: Image.Image) -> Fingerprint:
+    """Fingerprint of an RGB image (see :class:`Fingerprint`)."""
+    rgb = np.asarray(image.convert("RGB"))
+    sha = hashlib.sha1(f"{rgb.shape}".encode() + rgb.tobytes()).hexdigest()
+    grey = image.convert("L")
+    small = grey.resize((HASH_INPUT, HASH_INPUT), Image.Resampling.LANCZOS)
+    whole = np.array([_phash64(_transposed(small, t)) for t in range(8)], dtype=np.uint64)
+    crops = np.array(
+        [
+            _phash64(grey.crop(box).resize((HASH_INPUT, HASH_INPUT), Image.Resampling.LANCZOS))
+            for box in crop_boxes(*grey.size)
+        ],
+        dtype=np.uint64,
+    )
+    thumb = np.asarray(grey.resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS), dtype=np.uint8)
+    small_rgb = np.asarray(image.convert("RGB").resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS), np.int16)
+    chroma = np.clip(small_rgb[..., 0] - small_rgb[..., 1] + 128, 0, 255).astype(np.uint8)
+    return Fingerprint(sha, whole, crops, thumb, chroma, image.size)
+
+
+def fingerprint_file(path: str | Path) -> Fingerprint:
+    """Fingerprint of an image file; an unreadable file gives ``Fingerprint(error=...)``, never raises."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fingerprint_image(load_image(path))
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable"
+        return Fingerprint(error=f"{type(exc).__name__}: {exc}")
+
+
+# --------------------------------------------------------------------------- cached, parallel fingerprinting
+
+
+def _cache_entry(cache_dir: Path, path: Path) -> Path:
+    stat = path.stat()
+    raw = f"{FINGERPRINT_VERSION}|{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}"
+    return cache_dir / f"{hashlib.sha1(raw.encode()).hexdigest()}.npz"
+
+
+def _cached_fingerprint(path: Path, cache_dir: Path | None) -> Fingerprint:
+    """Read the fingerprint from the cache, or compute and store it (atomically: workers run concurrently)."""
+    if cache_dir is None or not path.is_file():
+        return fingerprint_file(path)
+    entry = _cache_entry(cache_dir, path)
+    if entry.is_file():
+        with np.load(entry) as data:
+            if data["error"].item():
+                return Fingerprint(error=str(data["error"].item()))
+            return Fingerprint(
+                str(data["sha"].item()),
+                data["whole"],
+                data["crops"],
+                data["thumb"],
+                data["chroma"],
+                tuple(data["size"].tolist()),
+            )
+    fp = fingerprint_file(path)
+    empty = np.zeros(0, dtype=np.uint64)
+    with atomic_path(entry) as tmp, tmp.open("wb") as fh:
+        np.savez(
+            fh,
+            sha=np.array(fp.pixel_sha1),
+            whole=empty if fp.whole is None else fp.whole,
+            crops=empty if fp.crops is None else fp.crops,
+            thumb=np.zeros((0, 0), np.uint8) if fp.thumb is None else fp.thumb,
+            chroma=np.zeros((0, 0), np.uint8) if fp.chroma is None else fp.chroma,
+            size=np.array(fp.size),
+            error=np.array(fp.error),
+        )
+    return fp
+
+
+def _fingerprint_job(args: tuple[str, str | None]) -> Fingerprint:
+    path, cache = args
+    return _cached_fingerprint(Path(path), Path(cache) if cache else None)
+
+
+def fingerprint_files(
+    paths: Sequence[str | Path],
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[Fingerprint]:
+    """Fingerprints of ``paths`` in order, computed on ``workers`` processes (default: all cores), cached."""
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    jobs = [(str(p), None if cache_dir is None else str(cache_dir)) for p in paths]
+    workers = workers or os.cpu_count() or 1
+    bar = dict(total=len(jobs), desc="fingerprints", disable=not progress, dynamic_ncols=True)
+    if workers <= 1 or len(jobs) < 32:
+        return [_fingerprint_job(job) for job in tqdm(jobs, **bar)]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(tqdm(pool.map(_fingerprint_job, jobs, chunksize=16), **bar))
+
+
+# --------------------------------------------------------------------------- stage 1: candidates
+
+
+def hamming_min(queries: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(Q, N) minimum Hamming distance between each query row's hashes and each table row's hashes.
+
+    ``queries`` is (Q, a) and ``table`` (N, b) of uint64; the minimum is over all a x b combinations.
+    """
+    out = np.full((len(queries), len(table)), 255, dtype=np.uint8)
+    for qa in range(queries.shape[1]):
+        for tb in range(table.shape[1]):
+            np.minimum(out, np.bitwise_count(queries[:, qa, None] ^ table[None, :, tb]), out=out)
+    return out
+
+
+def candidate_pairs(
+    whole: np.ndarray, crops: np.ndarray, threshold: int = HASH_THRESHOLD, block: int = 256
+) -> np.ndarray:
+    """(P, 3) int array of candidate pairs ``i < j`` with their hash distance, from stage 1.
+
+    ``whole`` is (N, 8) D4 hashes, ``crops`` (N, 9) crop hashes. A pair's distance is the smallest of:
+    whole(i) vs D4(j), crop(i) vs D4(j), crop(j) vs D4(i).
+    """
+    n = len(whole)
+    found = []
+    for start in range(0, n, block):
+        rows = slice(start, min(start + block, n))
+        dist = np.minimum(hamming_min(whole[rows, :1], whole), hamming_min(crops[rows], whole))
+        i, j = np.nonzero(dist <= threshold)
+        i += start
+        found.append(np.stack([i, j, dist[i - start, j]], axis=1))
+    pairs = np.concatenate(found) if found else np.zeros((0, 3), dtype=np.int64)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]].astype(np.int64)
+    # crop(i) vs D4(j) and crop(j) vs D4(i) each found one direction: fold to i < j, keep the smaller distance
+    lo, hi = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
+    pairs = np.stack([lo, hi, pairs[:, 2]], axis=1)
+    order = np.lexsort((pairs[:, 2], pairs[:, 1], pairs[:, 0]))
+    pairs = pairs[order]
+    keep = np.ones(len(pairs), dtype=bool)
+    keep[1:] = (pairs[1:, 0] != pairs[:-1, 0]) | (pairs[1:, 1] != pairs[:-1, 1])
+    return pairs[keep]
+
+
+# --------------------------------------------------------------------------- stage 2: confirmation
+
+
+def _bandpass(image: np.ndarray) -> np.ndarray:
+    """Difference of Gaussians (sigma 1 and 4 px at 128 px): flat paper and smooth shading vanish."""
+    image = image.astype(np.float32)
+    return gaussian_filter(image, 1.0) - gaussian_filter(image, 4.0)
+
+
+def _integral(image: np.ndarray) -> np.ndarray:
+    return np.pad(image.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+
+def _window_sums(integral: np.ndarray, side: int) -> np.ndarray:
+    """Sum of every ``side`` x ``side`` window, from an integral image: shape (H-side+1, W-side+1)."""
+    c = integral
+    return c[side:, side:] - c[:-side, side:] - c[side:, :-side] + c[:-side, :-side]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a view of the other image sits inside the whole image, and how well it fits there."""
+
+    correlation: float  # normalised cross-correlation of the band-pass grey images at the best placement
+    y: int
+    x: int
+    side: int  # template side in whole-image pixels
+    scale: float  # the other image's field of view relative to the whole image's
+
+    def refined(self, whole: np.ndarray, other: np.ndarray, reach: int = 2) -> Placement:
+        """The placement within ``reach`` px whose raw grey pixels correlate best.
+
+        The band-pass search can miss by a pixel (the template's band-pass sees its own borders), and
+        one pixel off is enough to make a textured copy look different in the residual.
+        """
+        template = _template(Image.fromarray(other), self.scale, whole.shape[0])
+        t = template - template.mean()
+        best, best_score = self, -2.0
+        limit = whole.shape[0] - self.side
+        for dy in range(-reach, reach + 1):
+            for dx in range(-reach, reach + 1):
+                y, x = self.y + dy, self.x + dx
+                if not (0 <= y <= limit and 0 <= x <= limit):
+                    continue
+                w = whole[y : y + self.side, x : x + self.side].astype(np.float32)
+                w = w - w.mean()
+                score = float((w * t).sum() / (np.linalg.norm(w) * np.linalg.norm(t) + 1e-6))
+                if score > best_score:
+                    best, best_score = Placement(self.correlation, y, x, self.side, self.scale), score
+        return best
+
+    def views(self, whole: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(window of ``whole``, template from ``other``) for any channel of the two thumbnails."""
+        window = whole[self.y : self.y + self.side, self.x : self.x + self.side].astype(np.float32)
+        return window, _template(Image.fromarray(other), self.scale, whole.shape[0])
+
+
+def _template(other: Image.Image, scale: float, size: int) -> np.ndarray:
+    """The central 80% of ``other``, resized as it would appear in the whole image at ``scale``."""
+    side = int(round(0.8 * scale * size))
+    margin = int(round(0.1 * size))
+    box = (margin, margin, size - margin, size - margin)
+    return np.asarray(other.crop(box).resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def register(whole_thumb: np.ndarray, other_thumb: np.ndarray, scales: Sequence[float]) -> Placement | None:
+    """Best placement of ``other`` (a view of ``whole`` at one of ``scales``) inside ``whole``.
+
+    ``scales`` are sizes of ``other``'s field of view relative to ``whole``'s (0.9: other is a 90%
+    crop). The central 80% of ``other`` is the template, so shifts of up to 10% are searched too. The
+    score is the normalised cross-correlation of band-pass images, by FFT; the best coarse scale is
+    refined in steps of 0.5%.
+    """
+    size = whole_thumb.shape[0]
+    big = _bandpass(whole_thumb)
+    # circular correlation at the image's own size is exact for every placement that fits (no wrap-around)
+    spectrum = np.fft.rfft2(big)
+    sums, sums2 = _integral(big), _integral(big * big)
+    other = Image.fromarray(other_thumb)
+
+    def score(scale: float) -> tuple[float, tuple[int, int], int]:
+        template = _bandpass(_template(other, scale, size))
+        side = template.shape[0]
+        t = template - template.mean()
+        t_norm = float(np.linalg.norm(t))
+        if side < 16 or side > size or t_norm < 1e-6:
+            return -1.0, (0, 0), side
+        corr = np.fft.irfft2(spectrum * np.conj(np.fft.rfft2(t, s=big.shape)), s=big.shape)
+        num = corr[: size - side + 1, : size - side + 1]
+        s1, s2 = _window_sums(sums, side), _window_sums(sums2, side)
+        var = np.maximum(s2 - s1 * s1 / t.size, 0.0)
+        ncc = np.where(var > 1e-3 * t.size, num / (np.sqrt(var) * t_norm + 1e-6), 0.0)
+        k = np.unravel_index(int(ncc.argmax()), ncc.shape)
+        return float(ncc[k]), (int(k[0]), int(k[1])), side
+
+    best, best_scale = max((score(s), s) for s in scales)
+    if best[0] < MIN_CORRELATION - 0.1:
+        return None  # far from a copy: no need to refine
+    for scale in (best_scale - 0.01, best_scale - 0.005, best_scale + 0.005, best_scale + 0.01):
+        best, best_scale = max((best, best_scale), (score(scale), scale))
+    correlation, (y, x), side = best
+    return Placement(correlation, y, x, side, best_scale)
+
+
+def residual_share(
+    window: np.ndarray, template: np.ndarray, sigma: float = 2.0, level: float = 0.2, floor: float = 20.0
+) -> float:
+    """Share of pixels that still differ by more than ``level`` of the range after registration.
+
+    Both views are blurred (``sigma`` px: resampling, JPEG noise and JPEG's halved chroma resolution),
+    the template is mapped onto the window by a least-squares gain and offset (exposure), and the
+    pixels that still differ strongly are counted: distinct leaves differ in lesions and outline,
+    copies almost nowhere. The range counts as at least ``floor`` levels, so flat images (and the
+    weak chroma of most photos) do not magnify noise.
+    """
+    a = gaussian_filter(window, sigma)
+    b = gaussian_filter(template, sigma)
+    design = np.stack([b.ravel(), np.ones(b.size, dtype=np.float32)], axis=1)
+    (gain, offset), *_ = np.linalg.lstsq(design, a.ravel(), rcond=None)
+    spread = max(float(np.percentile(a, 99) - np.percentile(a, 1)), floor)
+    return float((np.abs(a - (gain * b + offset)) > level * spread).mean())
+
+
+WHOLE_SCALES = (0.97, 1.0, 1.03)
+CROP_SCALES = tuple(float(s) for s in np.round(np.arange(0.80, 1.001, 0.025), 3))  # other is a crop of whole
+
+
+@dataclass(frozen=True)
+class PairScore:
+    """Stage 2's measures of one pair: registered band-pass correlation and residual share."""
+
+    correlation: float
+    residual: float
+
+    def confirmed(self, min_correlation: float, max_residual: float) -> bool:
+        return self.correlation >= min_correlation and self.residual <= max_residual
+
+
+EXACT = PairScore(1.0, 0.0)
+NO_MATCH = PairScore(-1.0, 1.0)
+
+
+def _alignments_to_try(a: Fingerprint, b: Fingerprint, threshold: int) -> list[tuple[int, str, int]]:
+    """(hash distance, relation, D4 index of b) within ``threshold``, closest first, at most 3.
+
+    Relations: "same" (b is the same view as a), "b_in_a" (t(b) is a crop of a), "a_in_b" (a is a crop of t(b)).
+    """
+    options = []
+    for t in range(8):
+        options.append((int(np.bitwise_count(a.whole[0] ^ b.whole[t])), "same", t))
+        options.append((int(np.bitwise_count(a.crops ^ b.whole[t]).min()), "b_in_a", t))
+        # a seen in the frame where t(b) is upright: inverse(t) applied to a
+        options.append((int(np.bitwise_count(b.crops ^ a.whole[_D4_INVERSE[t]]).min()), "a_in_b", t))
+    return sorted(o for o in options if o[0] <= threshold)[:3]
+
+
+def pair_score(
+    a: Fingerprint, b: Fingerprint, threshold: int = HASH_THRESHOLD, min_correlation: float = MIN_CORRELATION
+) -> PairScore:
+    """Stage 2 for one pair: register ``b`` on ``a`` along the closest hash alignments.
+
+    A pair is a copy when *some* alignment fits, so among the alignments that reach ``min_correlation``
+    the one with the smallest residual is kept (a wrong alignment can correlate better by chance);
+    when none reaches it, the best-correlated one is returned.
+    """
+    if a.pixel_sha1 == b.pixel_sha1:
+        return EXACT
+    best = NO_MATCH
+    for _, relation, t in _alignments_to_try(a, b, threshold):
+        b_grey = np.asarray(_transposed(Image.fromarray(b.thumb), t))
+        b_chroma = np.asarray(_transposed(Image.fromarray(b.chroma), t))
+        if relation == "a_in_b":  # register a inside t(b)
+            (whole, whole_chroma), (other, other_chroma), scales = (b_grey, b_chroma), (a.thumb, a.chroma), CROP_SCALES
+        else:
+            scales = WHOLE_SCALES if relation == "same" else CROP_SCALES
+            (whole, whole_chroma), (other, other_chroma) = (a.thumb, a.chroma), (b_grey, b_chroma)
+        found = register(whole, other, scales)
+        if found is None:
+            continue
+        found = found.refined(whole, other)
+        score = PairScore(
+            found.correlation,
+            max(
+                residual_share(*found.views(whole, other)),
+                residual_share(*found.views(whole_chroma, other_chroma), floor=CHROMA_FLOOR),
+            ),
+        )
+        if _better(score, best, min_correlation):
+            best = score
+    return best
+
+
+def _better(new: PairScore, old: PairScore, min_correlation: float) -> bool:
+    new_ok, old_ok = new.correlation >= min_correlation, old.correlation >= min_correlation
+    if new_ok != old_ok:
+        return new_ok
+    return new.residual < old.residual if new_ok else new.correlation > old.correlation
+
+
+# D4 inverses, by index into D4: the rotations by 90 and 270 degrees swap, every other element is its own inverse
+_D4_INVERSE = (0, 1, 6, 3, 4, 5, 2, 7)
+
+
+_SHARED: list[Fingerprint] = []  # the fingerprints, in each stage-2 worker process
+
+
+def _init_scorer(fingerprints: list[Fingerprint]) -> None:
+    global _SHARED
+    _SHARED = fingerprints
+
+
+def _score_chunk(args: tuple[list[tuple[int, int]], int, float]) -> list[PairScore]:
+    pairs, threshold, min_correlation = args
+    return [pair_score(_SHARED[i], _SHARED[j], threshold, min_correlation) for i, j in pairs]
+
+
+class PairScorer:
+    """:func:`pair_score` for batches of pairs, on ``workers`` processes (default: all cores).
+
+    A context manager: the worker pool (each with the fingerprints) lives as long as the ``with``.
+    """
+
+    def __init__(
+        self,
+        fingerprints: Sequence[Fingerprint],
+        threshold: int = HASH_THRESHOLD,
+        min_correlation: float = MIN_CORRELATION,
+        workers: int | None = None,
+    ) -> None:
+        self.fingerprints = list(fingerprints)
+        self.threshold = threshold
+        self.min_correlation = min_correlation
+        self.workers = workers or os.cpu_count() or 1
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> PairScorer:
+        _init_scorer(self.fingerprints)
+        if self.workers > 1:
+            self.pool = ProcessPoolExecutor(self.workers, initializer=_init_scorer, initargs=(self.fingerprints,))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def score(self, pairs: Sequence[tuple[int, int]]) -> list[PairScore]:
+        if self.pool is None or len(pairs) < 32:
+            return _score_chunk((list(pairs), self.threshold, self.min_correlation))
+        size = max(8, len(pairs) // (4 * self.workers))
+        chunks = [(list(pairs[k : k + size]), self.threshold, self.min_correlation) for k in range(0, len(pairs), size)]
+        return [score for result in self.pool.map(_score_chunk, chunks) for score in result]
+
+
+# --------------------------------------------------------------------------- groups
+
+
+class UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+@dataclass
+class DuplicateLinks:
+    """Confirmed links between images (indices into the fingerprint list) and the groups they form."""
+
+    pairs: np.ndarray  # (L, 2) confirmed i < j
+    distances: np.ndarray  # (L,) hash distance of each link
+    similarities: np.ndarray  # (L,) registered band-pass correlation (1.0 for exact duplicates)
+    group_of: np.ndarray  # (N,) group id per image (-1: unreadable), ids 0..G-1 in order of first member
+    candidates: int  # stage-1 pairs examined
+
+
+def find_duplicates(
+    fingerprints: Sequence[Fingerprint],
+    hash_threshold: int = HASH_THRESHOLD,
+    min_correlation: float = MIN_CORRELATION,
+    max_residual: float = MAX_RESIDUAL,
+    workers: int | None = None,
+    progress: bool = True,
+) -> DuplicateLinks:
+    """Stage 1, stage 2 and the groups (connected components of confirmed links) of ``fingerprints``."""
+    readable = [i for i, fp in enumerate(fingerprints) if not fp.error]
+    n = len(fingerprints)
+    links: dict[tuple[int, int], tuple[int, float]] = {}
+    by_sha: dict[str, int] = {}
+    for i in readable:  # exact duplicates: same decoded pixels
+        first = by_sha.setdefault(fingerprints[i].pixel_sha1, i)
+        if first != i:
+            links[(first, i)] = (0, 1.0)
+    if readable:
+        whole = np.stack([fingerprints[i].whole for i in readable])
+        crops = np.stack([fingerprints[i].crops for i in readable])
+        cands = candidate_pairs(whole, crops, hash_threshold)
+    else:
+        cands = np.zeros((0, 3), dtype=np.int64)
+    # Closest candidates first, in rounds: a pair whose images are already joined by confirmed links
+    # is skipped (one more link inside a group changes no group), which spares most of the pairs of
+    # large groups (30 crops of one photo: 435 candidate pairs, 29 needed).
+    uf = UnionFind(n)
+    for i, j in links:
+        uf.union(i, j)
+    order = cands[np.argsort(cands[:, 2], kind="stable")] if len(cands) else cands
+    todo = [(readable[a], readable[b], int(d)) for a, b, d in order]
+    bar = tqdm(total=len(todo), desc="confirming", disable=not progress, dynamic_ncols=True)
+    round_size = max(256, 64 * (workers or os.cpu_count() or 1))
+    with PairScorer(fingerprints, hash_threshold, min_correlation, workers) as scorer:
+        for start in range(0, len(todo), round_size):
+            batch = todo[start : start + round_size]
+            needed = [(i, j, d) for i, j, d in batch if uf.find(i) != uf.find(j)]
+            for (i, j, dist), score in zip(needed, scorer.score([(i, j) for i, j, _ in needed]), strict=True):
+                if score.confirmed(min_correlation, max_residual):
+                    links[(i, j)] = (dist, score.correlation)
+                    uf.union(i, j)
+            bar.update(len(batch))
+    bar.close()
+    group_of = np.full(n, -1, dtype=np.int64)
+    ids: dict[int, int] = {}
+    for i in readable:
+        group_of[i] = ids.setdefault(uf.find(i), len(ids))
+    keys = sorted(links)
+    return DuplicateLinks(
+        pairs=np.array(keys, dtype=np.int64).reshape(-1, 2),
+        distances=np.array([links[k][0] for k in keys], dtype=np.int64),
+        similarities=np.array([links[k][1] for k in keys], dtype=np.float64),
+        group_of=group_of,
+        candidates=len(cands),
+    )

@@ -1,0 +1,213 @@
+"""Duplicate finding (planted copies, hard negatives), `paddyclf audit` files and exit codes, leak-free `prepare`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from paddyclf import dedupe
+from paddyclf.benchmarks.dedupe import COPY_KINDS, plant_copies, planted_set, score_grouping
+from paddyclf.cli import main
+from paddyclf.synthetic import CLASSES, render_image, render_lab_photo
+
+
+def field_photo(k: int) -> Image.Image:
+    return render_image(CLASSES[k % len(CLASSES)], seed=3, index=k, size=192)
+
+
+def test_planted_copies_are_found_and_distinct_field_photos_are_not_paired():
+    sources = [field_photo(k) for k in range(40)]
+    images, origin, kinds = planted_set(sources, copies_of=40, seed=0)
+    links = dedupe.find_duplicates([dedupe.fingerprint_image(im) for im in images], workers=2, progress=False)
+    scores = score_grouping(links.group_of, origin, kinds)
+    assert set(scores["recall"]) == set(COPY_KINDS)
+    assert all(recall >= 0.95 for recall in scores["recall"].values()), scores["recall"]
+    assert scores["false_pairs"] == 0
+
+
+@pytest.mark.slow
+def test_no_two_of_200_distinct_lab_photos_are_paired_but_their_copies_are():
+    """Thin leaves on white paper: a perceptual hash alone pairs most of them (the hard negatives)."""
+    sources = [render_lab_photo(seed=0, index=k, size=192) for k in range(200)]
+    images, origin, kinds = planted_set(sources, copies_of=20, seed=1)
+    fps = [dedupe.fingerprint_image(im) for im in images]
+    links = dedupe.find_duplicates(fps, workers=2, progress=False)
+    scores = score_grouping(links.group_of, origin, kinds)
+    assert links.candidates > 1000  # stage 1 alone would pair many distinct leaves
+    assert scores["false_pairs"] == 0
+    assert scores["recall_all"] >= 0.95, scores["recall"]
+
+
+def test_candidate_search_finds_pairs_within_the_threshold_only():
+    rng = np.random.default_rng(0)
+    whole = rng.integers(0, 2**63, size=(50, 8), dtype=np.uint64)
+    crops = rng.integers(0, 2**63, size=(50, 9), dtype=np.uint64)
+    whole[7, 3] = whole[2, 0] ^ np.uint64(0b111)  # 3 bits from image 2 under a D4 transform
+    crops[30, 5] = whole[11, 6] ^ np.uint64(0b1)  # image 11 looks like a crop of image 30
+    pairs = dedupe.candidate_pairs(whole, crops, threshold=4)
+    assert [tuple(p) for p in pairs] == [(2, 7, 3), (11, 30, 1)]
+
+
+def test_groups_never_chain_through_unconfirmed_candidates():
+    a, b = render_lab_photo(0, 1), render_lab_photo(0, 2)  # distinct leaves, close hashes
+    copy_of_a = plant_copies(a, np.random.default_rng(0))["jpeg50"]
+    links = dedupe.find_duplicates([dedupe.fingerprint_image(im) for im in (a, b, copy_of_a)], progress=False)
+    assert links.group_of[0] == links.group_of[2] != links.group_of[1]
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def write_split_tree(root: Path, leak: bool) -> dict[str, Path]:
+    """ROOT/{train,validation,test}/<class>/: 6 photos per class; with ``leak`` each train photo has a
+    mirrored copy in validation and a crop in test. Returns {name: path} of the originals."""
+    originals = {}
+    rng = np.random.default_rng(0)
+    for c, label in enumerate(CLASSES[:3]):
+        for k in range(6):
+            image = field_photo(c * 10 + k)
+            name = f"{label}_{k}.jpg"
+            split = ("train", "validation", "test")[k % 3] if not leak else "train"
+            path = root / split / label / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path, quality=95)
+            originals[name] = path
+            if leak:
+                copies = plant_copies(image, rng)
+                for split, kind in (("validation", "mirror"), ("test", "crop90")):
+                    target = root / split / label / f"{kind}_{name}"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    copies[kind].save(target, quality=95)
+    return originals
+
+
+def metadata_from_tree(root: Path, out: Path) -> Path:
+    rows = [(str(p), p.parent.name, p.parent.parent.name) for p in sorted(root.glob("*/*/*.jpg"))]
+    with out.open("w", newline="") as fh:
+        csv.writer(fh).writerows([("path", "label", "split"), *rows])
+    return out
+
+
+@pytest.fixture(scope="module")
+def leaky_tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("leaky") / "tree"
+    write_split_tree(root, leak=True)
+    return root
+
+
+def test_audit_writes_its_files_and_strict_fails_on_a_leak(leaky_tree, tmp_path, capsys):
+    meta = metadata_from_tree(leaky_tree, tmp_path / "metadata.csv")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    with meta.open("a") as fh:
+        fh.write(f"{tmp_path / 'broken.jpg'},healthy,train\n")
+    out = tmp_path / "audit"
+    assert main(["audit", "--metadata", str(meta), "--output-dir", str(out), "--workers", "2"]) == 0
+    assert main(["audit", "--metadata", str(meta), "--output-dir", str(out), "--strict"]) == 1  # cached 2nd run
+    printed = capsys.readouterr().out
+    assert "18 groups" in printed and "cross splits: LEAK" in printed and "unreadable" in printed
+    report = json.loads((out / "audit.json").read_text())
+    assert report["cross_split_groups"] == 18 and report["images_in_cross_split_groups"] == 54
+    assert report["unreadable"][0]["path"].endswith("broken.jpg")
+    assert report["counts"]["healthy"] == {"test": 6, "train": 7, "valid": 6}
+    rows = list(csv.DictReader((out / "audit.csv").open()))
+    assert {"group", "path", "split", "label", "distance"} <= set(rows[0])
+    groups = defaultdict(set)
+    for row in rows:
+        if row["group"]:
+            groups[row["group"]].add(original_name(row["path"]))
+    assert all(len(names) == 1 for names in groups.values())  # each group is one original and its copies
+    assert (out / "contact_sheet.png").stat().st_size > 10_000
+
+
+def test_audit_reports_a_label_conflict_and_passes_strict_without_leaks(tmp_path, capsys):
+    root = tmp_path / "tree"
+    write_split_tree(root, leak=False)
+    meta = metadata_from_tree(root, tmp_path / "metadata.csv")
+    first = root / "train" / "healthy" / "healthy_0.jpg"
+    conflict = root / "train" / "blast" / "relabelled.jpg"
+    conflict.write_bytes(first.read_bytes())
+    with meta.open("a") as fh:
+        fh.write(f"{conflict},blast,train\n")
+    assert main(["audit", "--metadata", str(meta), "--output-dir", str(tmp_path / "a"), "--strict"]) == 0
+    assert "1 groups have conflicting labels" in capsys.readouterr().out
+    report = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert report["label_conflicts"][0]["labels"] == {"healthy": 1, "blast": 1}
+    assert report["exact_duplicate_images"] == 1
+
+
+def test_audit_rejects_labels_missing_from_the_label_map(tmp_path, capsys):
+    meta = tmp_path / "m.csv"
+    meta.write_text("path,label\na.jpg,rust\n")
+    (tmp_path / "l.json").write_text('{"blast": 0}')
+    assert main(["audit", "--metadata", str(meta), "--label2id", str(tmp_path / "l.json")]) == 2
+    assert "rust" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def read_prepared(out: Path) -> list[dict]:
+    return list(csv.DictReader((out / "metadata.csv").open()))
+
+
+def original_name(path: str) -> str:
+    name = Path(path).name
+    for kind in ("mirror_", "crop90_"):
+        name = name.removeprefix(kind)
+    return name
+
+
+def test_prepare_resplits_a_leaky_split_tree_without_splitting_a_group(leaky_tree, tmp_path, capsys):
+    out = tmp_path / "prepared"
+    fractions = ["--valid-fraction", "0.3", "--test-fraction", "0.2"]
+    assert main(["prepare", "--images", str(leaky_tree), "--out", str(out), *fractions]) == 0
+    printed = capsys.readouterr().out
+    assert "Grouped 54 of 54 images into 18 groups" in printed and "Re-split leak-free" in printed
+    assert json.loads((out / "label2id.json").read_text()) == {"blast": 0, "brown_spot": 1, "healthy": 2}
+    splits_of = defaultdict(set)
+    for row in read_prepared(out):
+        splits_of[original_name(row["path"])].add(row["split"])
+    assert len(splits_of) == 18 and all(len(s) == 1 for s in splits_of.values())
+    assert {s for ss in splits_of.values() for s in ss} == {"train", "valid", "test"}
+
+
+def test_prepare_keeps_given_splits_on_request_and_warns_about_their_leaks(leaky_tree, tmp_path, capsys):
+    out = tmp_path / "kept"
+    assert main(["prepare", "--images", str(leaky_tree), "--out", str(out), "--keep-splits"]) == 0
+    assert "cross the given splits" in capsys.readouterr().out
+    rows = read_prepared(out)
+    assert {r["split"] for r in rows if "mirror_" in r["path"]} == {"valid"}
+
+
+def test_prepare_keeps_groups_together_in_a_tree_without_split_folders(tmp_path):
+    root = tmp_path / "classes"
+    rng = np.random.default_rng(1)
+    for c, label in enumerate(CLASSES[:2]):
+        (root / label).mkdir(parents=True)
+        for k in range(10):
+            image = field_photo(c * 20 + k)
+            image.save(root / label / f"{k}.jpg", quality=95)
+            if k < 5:  # five photos per class with two copies each
+                for kind in ("rot90", "jpeg50"):
+                    plant_copies(image, rng)[kind].save(root / label / f"{kind}_{k}.jpg", quality=95)
+    out = tmp_path / "out"
+    assert main(["prepare", "--images", str(root), "--out", str(out), "--valid-fraction", "0.3"]) == 0
+    splits_of = defaultdict(set)
+    for row in read_prepared(out):
+        splits_of[(row["label"], Path(row["path"]).name.split("_")[-1])].add(row["split"])
+    assert len(splits_of) == 20 and all(len(s) == 1 for s in splits_of.values())
+    assert main(["prepare", "--images", str(root), "--out", str(tmp_path / "nd"), "--no-dedupe"]) == 0
+    assert len({r["group"] for r in read_prepared(tmp_path / "nd")}) == 40  # every image its own group
+
+
+def test_prepare_refuses_keep_splits_without_split_folders(tmp_path, capsys):
+    (tmp_path / "blast").mkdir()
+    field_photo(0).save(tmp_path / "blast" / "a.jpg")
+    assert main(["prepare", "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--keep-splits"]) == 2
+    assert "--keep-splits needs split folders" in capsys.readouterr().err
