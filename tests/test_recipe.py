@@ -42,10 +42,12 @@ def test_recipes_fill_only_the_fields_not_given():
     assert {k: getattr(TrainConfig(), k) for k in RECIPES["guide"]} == RECIPES["guide"]
     field = TrainConfig(recipe="field")
     assert {k: getattr(field, k) for k in RECIPES["field"]} == RECIPES["field"]
-    assert TrainConfig(recipe="field", label_smoothing=0.0).label_smoothing == 0.0
-    args = build_parser().parse_args(["train", "--recipe", "field", "--augment", "none"])
+    assert RECIPES["field"]["head_lr"] != RECIPES["guide"]["head_lr"]
+    explicit = TrainConfig(recipe="field", base_lr=1e-4)
+    assert explicit.base_lr == 1e-4 and explicit.head_lr == RECIPES["field"]["head_lr"]
+    args = build_parser().parse_args(["train", "--recipe", "field", "--head-lr", "1e-3", "--ema-decay", "0.5"])
     config = config_from_args(args, TrainConfig())
-    assert config.augment == "none" and config.ema_decay == RECIPES["field"]["ema_decay"]
+    assert (config.head_lr, config.ema_decay, config.base_lr) == (1e-3, 0.5, RECIPES["field"]["base_lr"])
 
 
 @pytest.mark.parametrize(
