@@ -140,8 +140,11 @@ def test_non_finite_loss_stops_with_epoch_and_step(tiny_data, tmp_path, capsys):
     assert "diverged" in err and "at epoch" in err and "step" in err
 
 
-def test_torchrun_two_processes_report_the_metrics_of_a_single_process_evaluation(tiny_data, tmp_path):
-    args = tiny_args(tiny_data, tmp_path, "--save-history", "--valid-limit", "7")  # 7: shards of unequal size
+def test_torchrun_two_processes_with_ema_report_the_metrics_of_a_single_process_evaluation(tiny_data, tmp_path):
+    # 7: shards of unequal size; EMA and MixUp on: each rank averages its (synchronised) weights
+    args = tiny_args(
+        tiny_data, tmp_path, "--save-history", "--valid-limit", "7", "--ema-decay", "0.9", "--mixup", "0.2"
+    )
     cmd = [
         sys.executable,
         "-m",

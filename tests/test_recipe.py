@@ -34,7 +34,9 @@ FAST = ("--epochs", "1", "--train-limit", "16", "--valid-limit", "8", "--patienc
     ids=lambda flags: "_".join(f.strip("-") for f in flags),
 )
 def test_every_recipe_flag_trains(tiny_data, tmp_path, flags):
-    assert main(["train", *tiny_args(tiny_data, tmp_path, *FAST, *flags)]) == 0
+    """Each with the decoded cache and channels_last (the defaults' fast path) too."""
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["train", *tiny_args(tiny_data, tmp_path, *FAST, *cache, *flags)]) == 0
     assert (tmp_path / f"{NAME}_best.pt").is_file()
 
 
