@@ -161,7 +161,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig,
         default = None if f.metadata.get("recipe") else getattr(defaults, f.name)
         kind = _field_type(f)
         if f.metadata.get("recipe"):
-            per_recipe = ", ".join(f"{name} {values[f.name]}" for name, values in RECIPES.items())
+            per_recipe = ", ".join(f"{name} {recipe_values(name)[f.name]}" for name in RECIPES)
             help_text = f"{f.metadata['help']} (default: from --recipe: {per_recipe})"
         else:
             help_text = f.metadata["help"] + ("" if kind is bool else f" (default: {default})")

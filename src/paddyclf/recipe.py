@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-# every field a recipe sets; the guide's values are its learning rates and every addition "off"
+# every field a recipe sets: the guide's are its learning rates and every addition "off"; another
+# recipe lists what it changes from the guide (``recipe_values`` merges the two)
 RECIPES: dict[str, dict[str, object]] = {
     "guide": {
         "base_lr": 5e-5,
@@ -37,17 +38,7 @@ RECIPES: dict[str, dict[str, object]] = {
     # `paddyclf benchmark recipe` on leak-free rice5, 30 photos per class (docs/BENCHMARKS.md, section 5):
     # 4x the guide's learning rates cut the valid error by 44%; adding label smoothing to them did
     # worse (39%); EMA, MixUp, CutMix, TrivialAugment and RandAugment made the guide recipe worse
-    "field": {
-        "base_lr": 2e-4,
-        "head_lr": 2e-3,
-        "label_smoothing": 0.0,
-        "ema_decay": 0.0,
-        "mixup": 0.0,
-        "cutmix": 0.0,
-        "augment": "none",
-        "random_erasing": 0.0,
-        "warmup_epochs": 0,
-    },
+    "field": {"base_lr": 2e-4, "head_lr": 2e-3},  # what it changes from the guide
 }
 RECIPE_FIELDS = tuple(RECIPES["guide"])
 AUGMENTS = ("none", "trivial", "randaugment")
