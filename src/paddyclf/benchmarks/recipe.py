@@ -17,17 +17,18 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..config import TrainConfig
-from ..data import load_label2id, load_splits, make_loader
+from ..data import Normalization, load_label2id, load_splits, make_loader
 from ..engine import evaluate
 from ..errors import UserError
 from ..fileio import atomic_write, write_json
+from ..recipe import RECIPE_FIELDS
+from ..train import train
 from .common import PRINT, environment
 
 # each addition alone, at the value timm's train.py / the papers use for fine-tuning; learning rates
@@ -52,10 +53,8 @@ METRICS = ("valid_acc", "valid_f1", "valid_nll", "test_acc", "test_f1", "test_nl
 def run_variant(base: TrainConfig, overrides: dict, seed: int, quiet: bool = True) -> dict:
     """Train one variant at one seed in a temporary folder; its best checkpoint's valid (and test) scores."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = replace(base, **{"recipe": "guide", **overrides}, seed=seed, output_dir=tmp)
-        config = TrainConfig(**{**config.__dict__, **_recipe_unset(overrides)})
-        from ..train import train
-
+        values = {**base.__dict__, "recipe": "guide", **_recipe_unset(overrides), **overrides}
+        config = TrainConfig(**{**values, "seed": seed, "output_dir": tmp})
         start = time.perf_counter()
         out = io.StringIO()
         with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
@@ -75,11 +74,7 @@ def run_variant(base: TrainConfig, overrides: dict, seed: int, quiet: bool = Tru
 
 def _recipe_unset(overrides: dict) -> dict:
     """With ``recipe`` in ``overrides``, the recipe fields the base config fixed are reset to None (recipe decides)."""
-    if "recipe" not in overrides:
-        return {}
-    from ..recipe import RECIPE_FIELDS
-
-    return {name: overrides.get(name) for name in RECIPE_FIELDS}
+    return {name: None for name in RECIPE_FIELDS} if "recipe" in overrides else {}
 
 
 def _test_scores(config: TrainConfig, ckpt: dict) -> dict:
@@ -88,10 +83,7 @@ def _test_scores(config: TrainConfig, ckpt: dict) -> dict:
     if not splits["test"]:
         return {}
     model = model_from_checkpoint(ckpt)
-    norm_cfg = ckpt["normalization"]
-    from ..data import Normalization
-
-    norm = Normalization(tuple(norm_cfg["mean"]), tuple(norm_cfg["std"]), norm_cfg["crop_pct"])
+    norm = Normalization(**ckpt["normalization"])
     loader = make_loader(splits["test"], config.image_size, norm, False, 64, config.num_workers, config.seed)
     result = evaluate(model, loader, torch.device("cpu"), len(label2id), progress=False)
     return {"test_acc": result.accuracy, "test_f1": result.f1, "test_nll": result.loss}
