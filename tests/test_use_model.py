@@ -67,7 +67,9 @@ def test_torchscript_export_matches_pytorch(trained, tmp_path, capsys):
 
     model = model_from_checkpoint(load_checkpoint(trained / f"{NAME}_best.pt"))
     with torch.no_grad():
-        torch.testing.assert_close(torch.jit.load(str(out))(x), model(x), atol=1e-4, rtol=1e-4)
+        logits, ood_score = torch.jit.load(str(out))(x)  # a calibrated checkpoint: the score is in the graph
+        torch.testing.assert_close(logits, model(x), atol=1e-4, rtol=1e-4)
+        assert ood_score.shape == (2,)
 
 
 def test_predict_folder_with_corrupt_file_agrees_across_backends(trained, onnx_file, tiny_data, tmp_path):
@@ -98,12 +100,13 @@ def test_predict_folder_with_corrupt_file_agrees_across_backends(trained, onnx_f
         )
         results[backend] = read_csv(out)
     rows = results["torch"]
-    assert list(rows[0]) == ["path", "label_1", "prob_1", "label_2", "prob_2", "status"]
+    assert list(rows[0]) == ["path", "label_1", "prob_1", "label_2", "prob_2", "status", "message", "ood_score"]
     assert len(rows) == 4
     broken = [r for r in rows if r["path"].endswith("broken.jpg")][0]
     assert broken["status"].startswith("error:")
     assert [r["label_1"] for r in rows] == [r["label_1"] for r in results["onnxruntime"]]
-    assert all(r["status"] == "ok" for r in rows if r is not broken)
+    assert [r["status"] for r in rows] == [r["status"] for r in results["onnxruntime"]]
+    assert all(r["status"] in ("ok", "unsure", "out_of_distribution") for r in rows if r is not broken)
 
 
 def evaluate_cli(trained: Path, data: Path, out: Path, *extra: str) -> int:

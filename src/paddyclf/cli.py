@@ -149,18 +149,35 @@ def run_audit(args: argparse.Namespace) -> int:
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt")
+    parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt or an exported model")
     parser.add_argument("--metadata", required=True, help="metadata CSV")
-    parser.add_argument("--label2id", default=None, help="label map; must equal the checkpoint's (default: it)")
+    parser.add_argument("--label2id", default=None, help="label map; must equal the model's (default: it)")
     parser.add_argument("--split", default="valid", choices=["train", "valid", "test"], help="split (default: valid)")
     parser.add_argument("--output-dir", default="evaluation", help="output folder (default: evaluation)")
     parser.add_argument("--tta", action="store_true", help="average the image and its horizontal flip")
+    parser.add_argument(
+        "--ood",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="folders of photos that are not like the training photos: AUROC and FPR at 95%% TPR of every score",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default: 0)")
+    add_backend_argument(parser)
+
+
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default=None,
+        help="default: onnxruntime for .onnx, torch otherwise",
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import per_class_table, run_evaluation
+    from .evaluate import format_report, run_evaluation
 
     report = run_evaluation(
         args.checkpoint,
@@ -171,15 +188,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.tta,
         args.batch_size,
         args.num_workers,
+        ood_dirs=args.ood,
+        backend=args.backend,
     )
+    print(format_report(report))
     print(
-        f"{args.split}: {report['num_images']} images  accuracy {report['accuracy']:.4f}  "
-        f"macro-F1 {report['macro_f1']:.4f}" + ("  (TTA)" if args.tta else "")
+        f"Wrote {args.output_dir}/evaluation.json, per_class.csv, confusion_matrix.png, reliability_diagram.png, "
+        "risk_coverage.png, misclassified.csv"
     )
-    print(per_class_table(report["per_class"]))
-    if report["unreadable"]:
-        print(f"skipped {len(report['unreadable'])} unreadable image(s); first: {report['unreadable'][0]}")
-    print(f"Wrote {args.output_dir}/evaluation.json, per_class.csv, confusion_matrix.png, misclassified.csv")
     return 0
 
 
@@ -189,21 +205,77 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=3, help="classes per image (default: 3)")
     parser.add_argument("--output", default="preds.csv", help="CSV to write (default: preds.csv)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
-    parser.add_argument(
-        "--backend",
-        choices=["torch", "onnxruntime"],
-        default=None,
-        help="default: onnxruntime for .onnx, torch otherwise",
-    )
+    add_backend_argument(parser)
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     from .predict import predict_files, write_predictions
 
     rows = predict_files(args.checkpoint, args.paths, args.top_k, args.batch_size, args.backend)
     write_predictions(rows, args.output, args.top_k)
-    bad = sum(r["status"] != "ok" for r in rows)
-    print(f"Wrote {len(rows)} predictions to {args.output}" + (f" ({bad} unreadable, see status)" if bad else ""))
+    counts = Counter("error" if r["status"].startswith("error") else r["status"] for r in rows)
+    print(f"Wrote {len(rows)} predictions to {args.output} (" + ", ".join(f"{n} {k}" for k, n in counts.items()) + ")")
+    return 0
+
+
+def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    from .ood import SCORES
+    from .trust import DEFAULT_OOD_SCORE, DEFAULT_TARGET_ACCURACY
+
+    parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt (left untouched)")
+    parser.add_argument("--metadata", required=True, help="metadata CSV: its train split gives the OOD statistics")
+    parser.add_argument("--output", required=True, help="the calibrated checkpoint to write (a new file)")
+    parser.add_argument("--label2id", default=None, help="label map; must equal the checkpoint's (default: it)")
+    parser.add_argument(
+        "--split", default="valid", choices=["valid", "test"], help="fit on this split (default: valid)"
+    )
+    parser.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=DEFAULT_TARGET_ACCURACY,
+        help=f"unsure threshold: the lowest that keeps this accuracy on the answered images (default: "
+        f"{DEFAULT_TARGET_ACCURACY})",
+    )
+    parser.add_argument("--unsure-below", type=float, default=None, help="a fixed unsure threshold instead")
+    parser.add_argument(
+        "--ood-score", choices=list(SCORES), default=DEFAULT_OOD_SCORE, help=f"default: {DEFAULT_OOD_SCORE}"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default: 0)")
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from .trust import describe_fit, run_calibrate
+
+    trust = run_calibrate(
+        args.checkpoint, args.metadata, args.output, args.label2id, args.split, args.target_accuracy,
+        args.unsure_below, args.ood_score, args.batch_size, args.num_workers, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    print(describe_fit(trust))
+    print(f"Wrote {args.output}")
+    return 0
+
+
+def add_nonleaf_arguments(parser: argparse.ArgumentParser) -> None:
+    from .nonleaf import DEFAULT_SIZE, KINDS
+
+    parser.add_argument("--out", required=True, help=f"folder for <kind>/ sub-folders ({', '.join(KINDS)})")
+    parser.add_argument("--per-kind", type=int, default=20, help="images per kind (default: 20)")
+    parser.add_argument(
+        "--size", type=int, default=DEFAULT_SIZE, help=f"square size in pixels (default: {DEFAULT_SIZE})"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+def run_nonleaf(args: argparse.Namespace) -> int:
+    from .nonleaf import make_nonleaf_images
+
+    if args.per_kind < 1 or args.size < 32:
+        raise UserError("--per-kind must be >= 1 and --size >= 32.")
+    paths = make_nonleaf_images(args.out, args.per_kind, args.seed, args.size)
+    print(f"Wrote {len(paths)} non-leaf images to {args.out}/")
     return 0
 
 
@@ -365,15 +437,15 @@ def run_benchmark_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_benchmark_recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    from .benchmarks.recipe import VARIANTS
-
+def add_training_benchmark_arguments(parser: argparse.ArgumentParser, epochs: int, output: str) -> None:
+    """The flags of benchmarks that train models: data, seeds, the training setup, the output prefix."""
     parser.add_argument("--metadata", required=True, help="metadata CSV with train and valid splits (leak-free!)")
     parser.add_argument("--label2id", required=True, help="label map")
     parser.add_argument("--pretrained-weights", default=None, help="local timm ImageNet weights for the backbone")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per variant (default: 0 1 2)")
-    parser.add_argument("--epochs", type=int, default=12, help="epochs per run, early stopping off (default: 12)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"default: all ({' '.join(VARIANTS)})")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument(
+        "--epochs", type=int, default=epochs, help=f"epochs per run, early stopping off (default: {epochs})"
+    )
     parser.add_argument("--train-limit", type=int, default=None, help="stratified training subset (e.g. 150)")
     parser.add_argument("--valid-limit", type=int, default=None, help="stratified validation subset")
     parser.add_argument("--model", default="MobileNetV3_Small_BoT_Linear", help="architecture (default: BoT-Linear)")
@@ -381,17 +453,11 @@ def add_benchmark_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (default: 2)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
-    parser.add_argument(
-        "--output",
-        default="results/recipe_benchmark",
-        help="prefix of .json/.md/.png (default: results/recipe_benchmark)",
-    )
+    parser.add_argument("--output", default=output, help=f"output prefix (default: {output})")
 
 
-def run_benchmark_recipe(args: argparse.Namespace) -> int:
-    from .benchmarks.recipe import run_recipe_benchmark
-
-    base = TrainConfig(
+def training_benchmark_config(args: argparse.Namespace, **extra) -> TrainConfig:
+    return TrainConfig(
         model=args.model,
         metadata=args.metadata,
         label2id=args.label2id,
@@ -405,8 +471,37 @@ def run_benchmark_recipe(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         device=args.device,
+        **extra,
     )
-    run_recipe_benchmark(base, args.variants, args.seeds, args.output)
+
+
+def add_benchmark_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    from .benchmarks.recipe import VARIANTS
+
+    add_training_benchmark_arguments(parser, 12, "results/recipe_benchmark")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"default: all ({' '.join(VARIANTS)})")
+
+
+def run_benchmark_recipe(args: argparse.Namespace) -> int:
+    from .benchmarks.recipe import run_recipe_benchmark
+
+    run_recipe_benchmark(training_benchmark_config(args), args.variants, args.seeds, args.output)
+    return 0
+
+
+def add_benchmark_trust_arguments(parser: argparse.ArgumentParser) -> None:
+    add_training_benchmark_arguments(parser, 10, "results/trust_benchmark")
+    parser.add_argument("--recipe", default="field", help="training recipe (default: field)")
+    parser.add_argument("--nonleaf", default=None, help="folder of non-leaf photos (default: `paddyclf nonleaf`'s set)")
+    parser.add_argument("--no-open-set", action="store_true", help="skip the held-out-class runs")
+
+
+def run_benchmark_trust(args: argparse.Namespace) -> int:
+    from .benchmarks.trust import run_trust_benchmark
+
+    base = training_benchmark_config(args, recipe=args.recipe)
+    base.validate()
+    run_trust_benchmark(base, args.seeds, args.nonleaf, not args.no_open_set, args.output)
     return 0
 
 
@@ -453,6 +548,11 @@ BENCHMARKS: dict[str, tuple[str, Callable, Callable]] = {
         add_benchmark_recipe_arguments,
         run_benchmark_recipe,
     ),
+    "trust": (
+        "calibration, unsure coverage and out-of-distribution detection (non-leaf photos, held-out classes)",
+        add_benchmark_trust_arguments,
+        run_benchmark_trust,
+    ),
     "speed": (
         "inference speed of a checkpoint: PyTorch eager, channels_last, ONNX Runtime",
         add_benchmark_speed_arguments,
@@ -488,8 +588,22 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         add_audit_arguments,
         run_audit,
     ),
-    "evaluate": ("evaluate a checkpoint on a split", add_evaluate_arguments, run_evaluate),
-    "predict": ("top-k predictions for images and folders", add_predict_arguments, run_predict),
+    "evaluate": (
+        "evaluate a model on a split: accuracy, calibration, unsure coverage, out-of-distribution detection",
+        add_evaluate_arguments,
+        run_evaluate,
+    ),
+    "calibrate": (
+        "fit the temperature, unsure threshold and out-of-distribution score of a checkpoint (new file)",
+        add_calibrate_arguments,
+        run_calibrate,
+    ),
+    "nonleaf": (
+        "generate photos that are not leaves (for `evaluate --ood`)",
+        add_nonleaf_arguments,
+        run_nonleaf,
+    ),
+    "predict": ("top-k predictions and a verdict for images and folders", add_predict_arguments, run_predict),
     "explain": ("Grad-CAM heat maps over photos", add_explain_arguments, run_explain),
     "export": (
         "export a checkpoint to ONNX or TorchScript (parity-checked)",

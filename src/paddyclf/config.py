@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 from .errors import UserError
 from .models import DEFAULT_BACKBONE, list_models
+from .ood import SCORES
 from .recipe import AUGMENTS, RECIPES, describe, recipe_values
+from .trust import DEFAULT_OOD_SCORE, DEFAULT_TARGET_ACCURACY, trust_option_problems
 
 
 def _opt(default, help: str, **extra):  # noqa: A002 - mirrors argparse's own keyword
@@ -62,6 +64,19 @@ class TrainConfig:
     augment: str | None = _recipe_opt("extra train augmentation (torchvision v2)", choices=AUGMENTS)
     random_erasing: float | None = _recipe_opt("probability of random erasing per training image")
     warmup_epochs: int | None = _recipe_opt("epochs of linear learning-rate warm-up before the cosine schedule")
+    calibrate: bool = _opt(
+        True,
+        "after training, fit the temperature (valid NLL), the unsure threshold and the out-of-distribution "
+        "score (train features, valid threshold) and store them in the best checkpoint",
+    )
+    target_accuracy: float = _opt(
+        DEFAULT_TARGET_ACCURACY,
+        "the unsure threshold is the lowest that keeps this accuracy on the valid images it answers",
+    )
+    unsure_below: float | None = _opt(
+        None, "fixed unsure threshold on the calibrated top probability (default: chosen by --target-accuracy)"
+    )
+    ood_score: str = _opt(DEFAULT_OOD_SCORE, "out-of-distribution score", choices=tuple(SCORES))
     num_workers: int = _opt(4, "DataLoader worker processes (0 loads in the main process)")
     pin_memory: bool = _opt(False, "pin host memory in the DataLoader (CUDA)")
     train_limit: int | None = _opt(None, "use a deterministic stratified subset of this many training samples")
@@ -120,6 +135,7 @@ class TrainConfig:
         if self.heads < 1:
             problems.append(f"--heads must be >= 1 (got {self.heads})")
         problems += self._recipe_problems()
+        problems += trust_option_problems(self.target_accuracy, self.unsure_below, self.ood_score)
         if problems:
             raise UserError("Invalid options: " + "; ".join(problems) + ".")
 

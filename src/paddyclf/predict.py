@@ -1,6 +1,8 @@
 """``paddyclf predict``: top-k classes for image files and folders, batched, as a CSV.
 
-An unreadable file gets a row whose ``status`` holds its error; it never stops the run.
+Every row has a ``status``: the verdict (``ok``, ``unsure``, ``out_of_distribution``; see
+:mod:`paddyclf.trust`) with a ``message`` in plain words, and the top-k classes with their
+calibrated probabilities either way. An unreadable file gets ``error: ...``; it never stops the run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from .data import IMAGE_SUFFIXES, Sample, make_loader
 from .errors import UserError
 from .fileio import atomic_path
 from .inference import load_predictor
+from .trust import MESSAGES
 
 
 def collect_images(paths: list[str | Path]) -> list[Path]:
@@ -43,7 +46,7 @@ def predict_files(
     num_workers: int = 0,
     progress: bool = True,
 ) -> list[dict]:
-    """One dict per file: path, label_1..k, prob_1..k, status ('ok' or the error)."""
+    """One dict per file: path, label_1..k, prob_1..k, status (a verdict or ``error: ...``), message, ood_score."""
     predictor = load_predictor(model_path, backend)
     if not 1 <= top_k <= len(predictor.classes):
         raise UserError(f"--top-k must be between 1 and the number of classes ({len(predictor.classes)}); got {top_k}.")
@@ -59,10 +62,14 @@ def predict_files(
             rows[index] = {"path": str(files[index]), "status": f"error: {error}"}
         if batch.images is None:
             continue
-        probs = torch.from_numpy(predictor.probabilities(batch.images))
-        top_p, top_i = probs.topk(top_k, dim=1)
-        for index, p_row, i_row in zip(batch.indices.tolist(), top_p.tolist(), top_i.tolist(), strict=True):
-            row = {"path": str(files[index]), "status": "ok"}
+        diagnosis = predictor.diagnose(batch.images)
+        top_p, top_i = torch.from_numpy(diagnosis.probabilities).topk(top_k, dim=1)
+        scores = diagnosis.ood_scores if diagnosis.ood_scores is not None else [None] * len(diagnosis.statuses)
+        for index, p_row, i_row, status, score in zip(
+            batch.indices.tolist(), top_p.tolist(), top_i.tolist(), diagnosis.statuses, scores, strict=True
+        ):
+            row = {"path": str(files[index]), "status": status, "message": MESSAGES[status]}
+            row["ood_score"] = "" if score is None else round(float(score), 6)
             for rank, (p, i) in enumerate(zip(p_row, i_row, strict=True), 1):
                 row[f"label_{rank}"], row[f"prob_{rank}"] = predictor.classes[i], round(p, 6)
             rows[index] = row
@@ -70,7 +77,8 @@ def predict_files(
 
 
 def write_predictions(rows: list[dict], output: str | Path, top_k: int) -> Path:
-    fields = ["path"] + [f"{kind}_{r}" for r in range(1, top_k + 1) for kind in ("label", "prob")] + ["status"]
+    ranks = [f"{kind}_{r}" for r in range(1, top_k + 1) for kind in ("label", "prob")]
+    fields = ["path", *ranks, "status", "message", "ood_score"]
     with atomic_path(output) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, restval="")
         writer.writeheader()

@@ -33,11 +33,12 @@ from .engine import (
     train_one_epoch,
 )
 from .errors import TrainingInterruptedError, UserError
-from .fileio import write_json
+from .fileio import save_torch, write_json
 from .metrics import classification_metrics
 from .models import create_model, model_kwargs
 from .recipe import BatchMixer, EmaWeights, make_criterion, make_scheduler
 from .runstate import RunState
+from .trust import Trust, calibrate_checkpoint, describe_fit
 
 FPS_BATCH_SIZE = 32
 HISTORY_KEYS = ("train_loss", "valid_loss", "train_acc", "valid_acc", "valid_f1", "learning_rates")
@@ -336,7 +337,21 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
 
     start = time.perf_counter()
     best_valid = run_epochs(run)
+    if config.calibrate and info.is_main:
+        calibrate_best(run, splits, cache)
     return final_report(run, best_valid, time.perf_counter() - start, num_params, size_mb)
+
+
+def calibrate_best(run: Run, splits: dict, cache: DecodedCache | None) -> None:
+    """Fit the temperature and thresholds of the best checkpoint on the train/valid splits, in place (atomic)."""
+    config = run.config
+    ckpt = ckpt_io.load_checkpoint(run.best_path)
+    calibrated = calibrate_checkpoint(
+        ckpt, splits["train"], splits["valid"], config.target_accuracy, config.unsure_below, config.ood_score,
+        config.batch_size, config.num_workers, run.device, cache, run.progress,
+    )  # fmt: skip
+    save_torch(run.best_path, calibrated)
+    run.log(describe_fit(Trust.from_dict(calibrated["trust"])))
 
 
 def run_epochs(run: Run) -> EvalResult | None:
@@ -422,7 +437,8 @@ def final_report(run: Run, best_valid: EvalResult | None, training_seconds: floa
     config, info, device = run.config, run.info, run.device
     if info.enabled:
         torch.distributed.barrier()  # rank 0 has finished writing the best checkpoint
-    best = ckpt_io.model_from_checkpoint(ckpt_io.load_checkpoint(run.best_path)).to(device)
+    best_ckpt = ckpt_io.load_checkpoint(run.best_path)
+    best = ckpt_io.model_from_checkpoint(best_ckpt).to(device)
     if best_valid is None:  # the best epoch came before a --resume: evaluate the reloaded checkpoint
         best_valid = evaluate(
             best, run.valid_loader, device, run.num_classes, run.amp_dtype, progress=False, gather=info.gather
@@ -463,6 +479,7 @@ def final_report(run: Run, best_valid: EvalResult | None, training_seconds: floa
                 "fps_batch_size": FPS_BATCH_SIZE,
                 "fps_threads": torch.get_num_threads(),
                 "fps_precision": str(run.amp_dtype or torch.float32).replace("torch.", ""),
+                "trust": best_ckpt.get("trust"),
                 "config": asdict(config),
             },
         )

@@ -1,7 +1,9 @@
 """``paddyclf benchmark speed``: inference speed of one checkpoint on three CPU/GPU paths, in one run.
 
 PyTorch eager (NCHW) is the baseline; PyTorch channels_last and ONNX Runtime are reported as
-ratios to it: throughput at ``--batch-size`` and batch-1 latency (median and p90).
+ratios to it: throughput at ``--batch-size`` and batch-1 latency (median and p90). For a
+calibrated checkpoint, ``torch_eager_with_ood_score`` is the same model plus its
+out-of-distribution score (what ``predict`` runs), and the ONNX graph includes the score.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..export import export_checkpoint
 from ..models import create_model, model_kwargs
+from ..trust import trusted_model
 from .common import PRINT, environment
 
 
@@ -52,6 +55,10 @@ def backend_results(ckpt: dict, batch_size: int, threads: int, repeats: int) -> 
     results = {}
     with torch.no_grad():
         results["torch_eager_nchw"] = measure_backend(model, size, batch_size, repeats=repeats)
+        if "trust" in ckpt:  # the verdict's cost: the same model plus its out-of-distribution score
+            results["torch_eager_with_ood_score"] = measure_backend(
+                trusted_model(ckpt, model), size, batch_size, repeats=repeats
+            )
         results["torch_channels_last"] = measure_backend(
             lambda x: model_cl(x.contiguous(memory_format=torch.channels_last)), size, batch_size, repeats=repeats
         )
@@ -77,7 +84,8 @@ def reference_checkpoint(ckpt: dict) -> dict:
     the yardstick for what the attention head costs each backend (speed does not depend on weights)."""
     arch = {**ckpt["config"], "architecture": "MobileNetV3_Small"}
     model = create_model(**model_kwargs(arch))
-    return {**ckpt, "config": arch, "state_dict": model.state_dict()}
+    plain = {k: v for k, v in ckpt.items() if k not in ("trust", "ood_statistics")}
+    return {**plain, "config": arch, "state_dict": model.state_dict()}
 
 
 def run_speed_benchmark(

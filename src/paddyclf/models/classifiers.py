@@ -91,9 +91,17 @@ class PaddyClassifier(nn.Module):
         """(B, 3, H, W) -> (B, C, H/32, W/32): the map the classifier pools (Grad-CAM target)."""
         return self.head(self.backbone(x)[-1])
 
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, C): the pooled feature the classifier reads (the OOD scores' input)."""
+        return self.pool(self.forward_features(x)).flatten(1)
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, K), pooled feature (B, C)) from one pass."""
+        pooled = self.pooled_features(x)
+        return self.classifier(self.dropout(pooled)), pooled
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.pool(self.forward_features(x)).flatten(1)
-        return self.classifier(self.dropout(pooled))
+        return self.forward_with_features(x)[0]
 
     def no_weight_decay(self) -> set[str]:
         """Names of position tables, which (like norms and biases) get no weight decay."""

@@ -1,0 +1,301 @@
+"""When the model does not know: the verdict of every prediction, and how a checkpoint learns it.
+
+A fitted checkpoint holds ``"trust"`` (a JSON-able dict, also embedded in every export) and
+``"ood_statistics"`` (tensors: the Mahalanobis buffers of :mod:`paddyclf.ood`)::
+
+    {"temperature": T, "unsure_below": p, "target_accuracy": 0.98,
+     "ood_score": "mahalanobis", "ood_threshold": s, "fit": {...what it was fitted on...}}
+
+A prediction's verdict, from the calibrated probabilities ``softmax(z / T)`` and the OOD score:
+
+- ``out_of_distribution`` when the score is above ``ood_threshold`` (accepts 95% of valid);
+- else ``unsure`` when the top probability is below ``unsure_below``;
+- else ``ok``.
+
+A checkpoint without ``"trust"`` (written before this existed, or with ``--no-calibrate``) has
+``T = 1`` and no thresholds: every readable image is ``ok``, exactly as before.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .calibration import calibrated_probabilities, calibration_metrics, choose_threshold, fit_temperature, select
+from .errors import UserError
+from .ood import ACCEPT_RATE, acceptance_threshold, build_score, fit_feature_statistics
+
+OK, UNSURE, OUT_OF_DISTRIBUTION = "ok", "unsure", "out_of_distribution"
+VERDICTS = (OK, UNSURE, OUT_OF_DISTRIBUTION)
+MESSAGES = {
+    OK: "",
+    UNSURE: "not sure: take a closer photo of one leaf, in daylight",
+    OUT_OF_DISTRIBUTION: "does not look like the training photos",
+}
+DEFAULT_TARGET_ACCURACY = 0.98
+DEFAULT_OOD_SCORE = "mahalanobis"  # chosen by measurement: docs/BENCHMARKS.md, "Out-of-distribution"
+
+
+@dataclass
+class Trust:
+    """Temperature and thresholds; the defaults are an uncalibrated model (everything ``ok``)."""
+
+    temperature: float = 1.0
+    unsure_below: float = 0.0
+    target_accuracy: float | None = None
+    ood_score: str | None = None
+    ood_threshold: float | None = None
+    fit: dict = field(default_factory=dict)
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.fit)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Trust:
+        return cls(**data) if data else cls()
+
+
+def verdicts(probs: np.ndarray, ood_scores: np.ndarray | None, trust: Trust) -> list[str]:
+    """One of :data:`VERDICTS` per row of calibrated ``probs`` (N, K) and ``ood_scores`` (N,)."""
+    confidence = np.asarray(probs).max(1)
+    status = np.where(confidence < trust.unsure_below, UNSURE, OK).astype(object)
+    if trust.ood_score is not None and ood_scores is not None:
+        status[np.asarray(ood_scores) > trust.ood_threshold] = OUT_OF_DISTRIBUTION
+    return status.tolist()
+
+
+class TrustedModel(nn.Module):
+    """A classifier plus its OOD score: (B, 3, H, W) -> (logits (B, K), score (B,)).
+
+    This is what exports run, so every runtime computes the same score in the same graph.
+    Without a score (an uncalibrated checkpoint) the score output is zeros.
+    """
+
+    def __init__(self, model: nn.Module, score: nn.Module | None = None) -> None:
+        super().__init__()
+        self.model, self.score = model, score
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, pooled feature, score)."""
+        logits, features = self.model.forward_with_features(x)
+        score = self.score(logits, features) if self.score is not None else logits.new_zeros(len(logits))
+        return logits, features, score
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, _, score = self.forward_all(x)
+        return logits, score
+
+
+def checkpoint_trust(ckpt: dict) -> Trust:
+    return Trust.from_dict(ckpt.get("trust"))
+
+
+def score_module(ckpt: dict, name: str | None = None) -> nn.Module | None:
+    """The OOD score ``name`` (default: the checkpoint's chosen one) with the checkpoint's temperature/statistics."""
+    trust = checkpoint_trust(ckpt)
+    name = name or trust.ood_score
+    if name is None:
+        return None
+    return build_score(name, trust.temperature, ckpt.get("ood_statistics"))
+
+
+def trusted_model(ckpt: dict, model: nn.Module | None = None) -> TrustedModel:
+    from .checkpoint import model_from_checkpoint
+
+    return TrustedModel(model if model is not None else model_from_checkpoint(ckpt), score_module(ckpt)).eval()
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+@dataclass
+class Outputs:
+    """What a model gives for a loader: logits (N, K), pooled features (N, C), targets, dataset indices."""
+
+    logits: np.ndarray
+    features: np.ndarray
+    targets: np.ndarray
+    indices: np.ndarray
+    failures: list[str]
+
+
+@torch.no_grad()
+def collect_outputs(model: nn.Module, loader, device: torch.device, progress: bool = False, desc: str = "") -> Outputs:
+    """Run ``model`` (a :class:`~paddyclf.models.PaddyClassifier`) over ``loader`` in eval mode, float32."""
+    model.eval()
+    logits, features, targets, indices, failures = [], [], [], [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+        failures += batch.failures
+        if batch.images is None:
+            continue
+        z, f = model.forward_with_features(batch.images.to(device))
+        logits.append(z.float().cpu())
+        features.append(f.float().cpu())
+        targets.append(batch.labels)
+        indices.append(batch.indices)
+    if not logits:
+        return Outputs(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0, int), np.zeros(0, int), failures)
+    return Outputs(*(torch.cat(parts).numpy() for parts in (logits, features, targets, indices)), failures)
+
+
+def fit_trust(
+    train: Outputs,
+    valid: Outputs,
+    num_classes: int,
+    target_accuracy: float = DEFAULT_TARGET_ACCURACY,
+    unsure_below: float | None = None,
+    ood_score: str = DEFAULT_OOD_SCORE,
+) -> tuple[Trust, dict[str, torch.Tensor]]:
+    """Fit the temperature (valid NLL), the OOD statistics (train features) and both thresholds (valid).
+
+    The unsure threshold is chosen among the valid images the OOD threshold accepts, since only
+    those can be answered ``ok``; ``unsure_below`` skips the search and is stored as given.
+    """
+    temperature = fit_temperature(valid.logits, valid.targets)
+    statistics = fit_feature_statistics(train.features, train.targets, num_classes)
+    score = build_score(ood_score, temperature, statistics)
+    with torch.no_grad():
+        valid_scores = score(torch.from_numpy(valid.logits), torch.from_numpy(valid.features)).numpy()
+    ood_threshold = acceptance_threshold(valid_scores, ACCEPT_RATE)
+    accepted = valid_scores <= ood_threshold
+    probs = calibrated_probabilities(valid.logits, temperature)
+    confidence, correct = probs.max(1), probs.argmax(1) == valid.targets
+    if unsure_below is None:
+        selection = choose_threshold(confidence[accepted], correct[accepted], target_accuracy)
+    else:
+        selection = select(confidence[accepted], correct[accepted], unsure_below)
+    before = calibration_metrics(calibrated_probabilities(valid.logits), valid.targets)
+    after = calibration_metrics(probs, valid.targets)
+    trust = Trust(
+        temperature=temperature,
+        unsure_below=selection.threshold,
+        target_accuracy=None if unsure_below is not None else target_accuracy,
+        ood_score=ood_score,
+        ood_threshold=ood_threshold,
+        fit={
+            "valid_images": int(len(valid.targets)),
+            "train_images": int(len(train.targets)),
+            "before": before,
+            "after": after,
+            "ood_accept_rate": ACCEPT_RATE,
+            "coverage": selection.coverage,
+            "selective_accuracy": None if math.isnan(selection.accuracy) else selection.accuracy,
+        },
+    )
+    return trust, statistics
+
+
+def describe_fit(trust: Trust) -> str:
+    """One paragraph on what calibration found, for the training log and ``paddyclf calibrate``."""
+    fit = trust.fit
+    before, after = fit["before"], fit["after"]
+    accuracy = "n/a" if fit["selective_accuracy"] is None else f"{fit['selective_accuracy']:.1%}"
+    target = "" if trust.target_accuracy is None else f" (target {trust.target_accuracy:.0%})"
+    return (
+        f"Calibrated on {fit['valid_images']} valid images: temperature {trust.temperature:.3f} "
+        f"(NLL {before['nll']:.4f} -> {after['nll']:.4f}, ECE {before['ece']:.4f} -> {after['ece']:.4f}); "
+        f"unsure below {trust.unsure_below:.3f}: answers {fit['coverage']:.1%} of the accepted valid images "
+        f"at {accuracy} accuracy{target}; out-of-distribution: {trust.ood_score} score above "
+        f"{trust.ood_threshold:.4g} (accepts {fit['ood_accept_rate']:.0%} of valid)."
+    )
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def calibrate_checkpoint(
+    ckpt: dict,
+    train_samples: list,
+    valid_samples: list,
+    target_accuracy: float = DEFAULT_TARGET_ACCURACY,
+    unsure_below: float | None = None,
+    ood_score: str = DEFAULT_OOD_SCORE,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: torch.device | None = None,
+    cache=None,
+    progress: bool = False,
+) -> dict:
+    """``ckpt`` with ``"trust"`` and ``"ood_statistics"`` fitted on the samples (eval transform, no augmentation)."""
+    from .checkpoint import model_from_checkpoint
+    from .data import Normalization, make_loader
+
+    device = device or torch.device("cpu")
+    model = model_from_checkpoint(ckpt).to(device)
+    size, norm = ckpt["config"]["image_size"], Normalization(**ckpt["normalization"])
+    outputs = {}
+    for name, samples in (("train", train_samples), ("valid", valid_samples)):
+        loader = make_loader(samples, size, norm, False, batch_size, num_workers, seed=0, cache=cache)
+        outputs[name] = collect_outputs(model, loader, device, progress, f"calibrate ({name})")
+        if len(outputs[name].targets) == 0:
+            raise UserError(f"None of the {len(samples)} {name} images used for calibration could be read.")
+    trust, statistics = fit_trust(
+        outputs["train"], outputs["valid"], len(ckpt["label2id"]), target_accuracy, unsure_below, ood_score
+    )
+    return {**ckpt, "trust": trust.to_dict(), "ood_statistics": statistics}
+
+
+def run_calibrate(
+    checkpoint,
+    metadata,
+    output,
+    label2id=None,
+    split: str = "valid",
+    target_accuracy: float = DEFAULT_TARGET_ACCURACY,
+    unsure_below: float | None = None,
+    ood_score: str = DEFAULT_OOD_SCORE,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> Trust:
+    """``paddyclf calibrate``: fit an existing checkpoint on ``metadata`` and write it to ``output`` (atomically)."""
+    from pathlib import Path
+
+    from .checkpoint import load_checkpoint
+    from .data import load_label2id, load_splits
+    from .fileio import save_torch
+
+    if Path(output).resolve() == Path(checkpoint).resolve():
+        raise UserError(f"--output must be a new file; {checkpoint} is left untouched (got the same path).")
+    check_trust_options(target_accuracy, unsure_below, ood_score)
+    ckpt = load_checkpoint(checkpoint)
+    if label2id is not None and load_label2id(label2id) != ckpt["label2id"]:
+        raise UserError(f"--label2id {label2id} differs from the label map stored in {checkpoint}.")
+    if split not in ("valid", "test"):
+        raise UserError(f"--split must be valid or test (got {split!r}); the statistics always use train.")
+    splits = load_splits(metadata, ckpt["label2id"], ckpt.get("seed", 42), required=("train", split))
+    calibrated = calibrate_checkpoint(
+        ckpt, splits["train"], splits[split], target_accuracy, unsure_below, ood_score, batch_size, num_workers,
+        progress=progress,
+    )  # fmt: skip
+    calibrated["trust"]["fit"].update(metadata=str(metadata), split=split)
+    save_torch(output, calibrated)
+    return Trust.from_dict(calibrated["trust"])
+
+
+def check_trust_options(target_accuracy: float, unsure_below: float | None, ood_score: str) -> None:
+    problems = trust_option_problems(target_accuracy, unsure_below, ood_score)
+    if problems:
+        raise UserError("Invalid options: " + "; ".join(problems) + ".")
+
+
+def trust_option_problems(target_accuracy: float, unsure_below: float | None, ood_score: str) -> list[str]:
+    from .ood import SCORES
+
+    problems = []
+    if not 0 < target_accuracy <= 1:
+        problems.append(f"--target-accuracy must be in (0, 1] (got {target_accuracy})")
+    if unsure_below is not None and not 0 <= unsure_below <= 1:
+        problems.append(f"--unsure-below must be in [0, 1] (got {unsure_below})")
+    if ood_score not in SCORES:
+        problems.append(f"--ood-score must be one of {', '.join(SCORES)} (got {ood_score!r})")
+    return problems
