@@ -267,3 +267,16 @@ def test_the_ece_of_a_perfect_model_is_the_sampling_noise_of_sparse_bins():
     few = np.tile([[0.7, 0.3]], (20, 1))
     assert ece_of_a_perfect_model(many) < 0.01  # one bin, 20,000 images: about 0.003
     assert ece_of_a_perfect_model(few) == pytest.approx(0.08, abs=0.02)  # sqrt(0.21 / 20) * sqrt(2 / pi)
+
+
+def test_a_split_without_mistakes_keeps_the_temperature_at_one():
+    from paddyclf.trust import Outputs, fit_trust
+
+    rng = np.random.default_rng(0)
+    targets = np.repeat(np.arange(3), 20)
+    logits = rng.normal(0, 0.1, (60, 3))
+    logits[np.arange(60), targets] += 3.0  # every image right
+    features = rng.normal(0, 1, (60, 8)) + targets[:, None]
+    outputs = Outputs(logits, features, targets, np.arange(60), [])
+    trust, _ = fit_trust(outputs, outputs, 3)
+    assert trust.temperature == 1.0 and trust.fit["valid_errors"] == 0  # NLL alone would drive T to its bound

@@ -38,6 +38,7 @@ MESSAGES = {
     OUT_OF_DISTRIBUTION: "does not look like the training photos",
 }
 DEFAULT_TARGET_ACCURACY = 0.98
+MIN_ERRORS_FOR_TEMPERATURE = 5  # with fewer valid mistakes NLL falls without bound as T -> 0
 DEFAULT_OOD_SCORE = "mahalanobis"  # chosen by measurement: docs/BENCHMARKS.md, "Out-of-distribution"
 
 
@@ -157,10 +158,14 @@ def fit_trust(
 ) -> tuple[Trust, dict[str, torch.Tensor]]:
     """Fit the temperature (valid NLL), the OOD statistics (train features) and both thresholds (valid).
 
+    With fewer than :data:`MIN_ERRORS_FOR_TEMPERATURE` mistakes on valid the temperature stays 1.
     The unsure threshold is chosen among the valid images the OOD threshold accepts, since only
     those can be answered ``ok``; ``unsure_below`` skips the search and is stored as given.
     """
-    temperature = fit_temperature(valid.logits, valid.targets)
+    errors = int((valid.logits.argmax(1) != valid.targets).sum())
+    # A split the model gets (almost) all right says nothing about how sure it should be: the NLL
+    # keeps falling as T -> 0, and a tiny T would make every later mistake look certain.
+    temperature = fit_temperature(valid.logits, valid.targets) if errors >= MIN_ERRORS_FOR_TEMPERATURE else 1.0
     statistics = fit_feature_statistics(train.features, train.targets, num_classes)
     score = build_score(ood_score, temperature, statistics)
     with torch.no_grad():
@@ -183,6 +188,7 @@ def fit_trust(
         ood_threshold=ood_threshold,
         fit={
             "valid_images": int(len(valid.targets)),
+            "valid_errors": errors,
             "train_images": int(len(train.targets)),
             "before": before,
             "after": after,
@@ -201,7 +207,9 @@ def describe_fit(trust: Trust) -> str:
     accuracy = "n/a" if fit["selective_accuracy"] is None else f"{fit['selective_accuracy']:.1%}"
     target = "" if trust.target_accuracy is None else f" (target {trust.target_accuracy:.0%})"
     return (
-        f"Calibrated on {fit['valid_images']} valid images: temperature {trust.temperature:.3f} "
+        f"Calibrated on {fit['valid_images']} valid images ({fit['valid_errors']} misclassified"
+        + ("" if fit["valid_errors"] >= MIN_ERRORS_FOR_TEMPERATURE else ": too few to fit a temperature")
+        + f"): temperature {trust.temperature:.3f} "
         f"(NLL {before['nll']:.4f} -> {after['nll']:.4f}, ECE {before['ece']:.4f} -> {after['ece']:.4f}); "
         f"unsure below {trust.unsure_below:.3f}: answers {fit['coverage']:.1%} of the accepted valid images "
         f"at {accuracy} accuracy{target}; out-of-distribution: {trust.ood_score} score above "
