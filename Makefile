@@ -3,13 +3,20 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint clean
+.PHONY: install install-all demo test lint clean
 
 install: $(VENV)/.installed
+
+# every extra: what `make test` tests (the deploy runtimes included)
+install-all: $(VENV)/.installed-all
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-all: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,deploy]'
 	touch $@
 
 demo: install
@@ -18,7 +25,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests *.py
 
-test: install lint
+test: install-all lint
 	$(BIN)/python -m pytest
 
 clean:

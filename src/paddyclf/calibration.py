@@ -155,14 +155,18 @@ def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarr
 def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accuracy: float) -> Selection:
     """The lowest threshold (largest coverage) whose kept images are at least ``target_accuracy`` right.
 
-    If even the single most confident image misses the target, the threshold is just above the
-    largest confidence: everything is unsure.
+    The threshold sits halfway between the last kept confidence and the next lower one, not on a
+    photo's own value: the same photo run by another runtime (1e-6 off) keeps its verdict. If even
+    the single most confident image misses the target, the threshold is just above the largest
+    confidence: everything is unsure.
     """
     thresholds, coverage, accuracy = risk_coverage(confidence, correct)
     good = np.flatnonzero(accuracy >= target_accuracy)
     if len(good) == 0:
         return select(confidence, correct, float(np.nextafter(thresholds[0], np.inf)))
-    return select(confidence, correct, float(thresholds[good[-1]]))
+    cut = good[-1]
+    below = thresholds[cut + 1] if cut + 1 < len(thresholds) else 0.0
+    return select(confidence, correct, float((thresholds[cut] + below) / 2))
 
 
 # --------------------------------------------------------------------------- figures

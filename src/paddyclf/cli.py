@@ -170,9 +170,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
-        choices=["torch", "onnxruntime"],
+        choices=["torch", "onnxruntime", "openvino", "litert", "torchscript"],
         default=None,
-        help="default: onnxruntime for .onnx, torch otherwise",
+        help="must match the file (default: from the file: .pt torch, .onnx onnxruntime, .xml openvino, .tflite "
+        "litert, .ts torchscript)",
     )
 
 
@@ -200,7 +201,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt or an exported .onnx")
+    parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt or any exported model file")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (searched recursively)")
     parser.add_argument("--top-k", type=int, default=3, help="classes per image (default: 3)")
     parser.add_argument("--output", default="preds.csv", help="CSV to write (default: preds.csv)")
@@ -294,19 +295,60 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    from .export import DEFAULT_OPSET
+    from .export import DEFAULT_OPSET, FORMATS, ExportOptions
 
+    defaults = ExportOptions()
     parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt")
-    parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default: onnx")
-    parser.add_argument("--output", required=True, help="file to write")
+    parser.add_argument("--format", choices=list(FORMATS), default="onnx", help="default: onnx")
+    parser.add_argument(
+        "--output", required=True, help="file to write (.onnx, .xml for OpenVINO, .tflite, .ts); <file>.json beside it"
+    )
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
+    parser.add_argument("--calibration", default=None, help="INT8: metadata CSV whose train split calibrates")
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        default=defaults.calibration_images,
+        help=f"INT8: calibration photos, a stratified subset (default: {defaults.calibration_images})",
+    )
+    parser.add_argument(
+        "--validate", default=None, help="INT8: metadata CSV whose valid split gates accuracy (default: --calibration)"
+    )
+    parser.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=defaults.max_accuracy_drop,
+        help=f"INT8: fail, writing nothing, above this many points below float (default: {defaults.max_accuracy_drop})",
+    )
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for INT8 photos (default: 0)")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .export import PARITY_TOLERANCE, export_model
+    from .export import ExportOptions, export_model
 
-    diff = export_model(args.checkpoint, args.output, args.format, args.opset)
-    print(f"Wrote {args.output}; max abs logit difference vs PyTorch {diff:.2e} (limit {PARITY_TOLERANCE:g})")
+    if args.calibration_images < 1 or args.max_accuracy_drop < 0:
+        raise UserError("--calibration-images must be >= 1 and --max-accuracy-drop >= 0.")
+    options = ExportOptions(
+        opset=args.opset,
+        calibration=args.calibration,
+        calibration_images=args.calibration_images,
+        validate=args.validate,
+        max_accuracy_drop=args.max_accuracy_drop,
+        num_workers=args.num_workers,
+    )
+    report = export_model(args.checkpoint, args.output, args.format, options)
+    check = report["check"]
+    if "max_abs_logit_difference" in check:
+        difference, limit = check["max_abs_logit_difference"], check["tolerance"]
+        detail = f"max abs logit difference vs PyTorch {difference:.2e} (limit {limit:g})"
+    else:
+        detail = (
+            f"INT8 accuracy {check['int8_accuracy']:.4f} vs float {check['float_accuracy']:.4f} "
+            f"({check['accuracy_drop_points']:+.2f} points drop, limit {check['max_accuracy_drop_points']:g}) on "
+            f"{check['validation_images']} validation photos; top-1 agreement {check['top1_agreement']:.1%}, "
+            f"verdict agreement {check['verdict_agreement']:.1%}"
+        )
+    print(f"Wrote {', '.join(report['files'])} ({report['size_bytes'] / 1e6:.2f} MB); {detail}")
     return 0
 
 
@@ -505,6 +547,45 @@ def run_benchmark_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_benchmark_export_arguments(parser: argparse.ArgumentParser) -> None:
+    from .export import FORMATS
+
+    parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt")
+    parser.add_argument("--metadata", default=None, help="its valid split: accuracy; its train split: INT8 calibration")
+    parser.add_argument(
+        "--formats", nargs="+", default=["all"], help=f"formats, or all (default: all: {' '.join(FORMATS)})"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for every runtime (default: torch's)")
+    parser.add_argument("--batch-size", type=int, default=32, help="throughput batch (default: 32)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds (default: 10)")
+    parser.add_argument("--calibration-images", type=int, default=256, help="INT8 calibration photos (default: 256)")
+    parser.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=1.0,
+        help="INT8 gate in points; a format failing it is listed as failed (default: 1.0)",
+    )
+    parser.add_argument(
+        "--output",
+        default="results/export_benchmark",
+        help="prefix of .json/.md/.png (default: results/export_benchmark)",
+    )
+
+
+def run_benchmark_export(args: argparse.Namespace) -> int:
+    from .benchmarks.export import run_export_benchmark
+    from .export import FORMATS
+
+    if args.batch_size < 1 or args.rounds < 1 or args.calibration_images < 1 or (args.threads or 1) < 1:
+        raise UserError("--batch-size, --rounds, --calibration-images and --threads must be >= 1.")
+    formats = list(FORMATS) if args.formats == ["all"] else args.formats
+    run_export_benchmark(
+        args.checkpoint, args.metadata, formats, args.threads, args.output, args.batch_size, args.rounds,
+        args.calibration_images, args.max_accuracy_drop,
+    )  # fmt: skip
+    return 0
+
+
 def add_benchmark_dedupe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", nargs="*", default=[], help="folders of distinct real photos (sources)")
     parser.add_argument(
@@ -547,6 +628,11 @@ BENCHMARKS: dict[str, tuple[str, Callable, Callable]] = {
         "fine-tuning recipes: the guide's, each addition alone, the field recipe, over seeds",
         add_benchmark_recipe_arguments,
         run_benchmark_recipe,
+    ),
+    "export": (
+        "every export format side by side: size, accuracy, agreement, batch-1 latency, batch-32 throughput",
+        add_benchmark_export_arguments,
+        run_benchmark_export,
     ),
     "trust": (
         "calibration, unsure coverage and out-of-distribution detection (non-leaf photos, held-out classes)",
@@ -606,7 +692,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "predict": ("top-k predictions and a verdict for images and folders", add_predict_arguments, run_predict),
     "explain": ("Grad-CAM heat maps over photos", add_explain_arguments, run_explain),
     "export": (
-        "export a checkpoint to ONNX or TorchScript (parity-checked)",
+        "export a checkpoint to ONNX, OpenVINO, LiteRT or TorchScript, float or INT8 (each checked)",
         add_export_arguments,
         run_export,
     ),

@@ -1,4 +1,4 @@
-"""Run a trained model: from a checkpoint (PyTorch) or an exported ONNX file (ONNX Runtime).
+"""Run a trained model: a checkpoint on PyTorch, or an exported file on its runtime (:mod:`paddyclf.runtimes`).
 
 Both give a :class:`Predictor` with the class names, the input size, the normalisation, the
 :class:`~paddyclf.trust.Trust` (temperature and thresholds) and ``diagnose(batch)``: calibrated
@@ -8,7 +8,6 @@ downstream (predict, evaluate, benchmarks) is backend-agnostic.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +16,14 @@ import numpy as np
 import torch
 
 from .calibration import calibrated_probabilities
-from .checkpoint import class_names, first_line, load_checkpoint
+from .checkpoint import class_names, load_checkpoint
 from .data import Normalization
 from .errors import UserError
 from .ood import FEATURE_SCORES, SCORES, build_score
+from .runtimes import ONNX_METADATA_KEY, RUNTIMES, SUFFIX_RUNTIMES, is_torchscript
 from .trust import Trust, checkpoint_trust, trusted_model, verdicts
 
-ONNX_METADATA_KEY = "paddyclf"
+__all__ = ["ONNX_METADATA_KEY", "Diagnosis", "Predictor", "load_predictor", "torch_predictor"]
 
 
 @dataclass
@@ -106,59 +106,24 @@ def torch_predictor(checkpoint: str | Path, device: torch.device | None = None) 
     )
 
 
-def onnx_metadata(path: str | Path) -> dict:
-    """The paddyclf metadata stored in an exported ONNX file (labels, image size, normalisation)."""
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise UserError(f"{path} is not a loadable ONNX model ({first_line(exc)}).") from None
-    meta = session.get_modelmeta().custom_metadata_map
-    if ONNX_METADATA_KEY not in meta:
-        raise UserError(f"{path} has no paddyclf metadata; export it with `paddyclf export --format onnx`.")
-    return {"session": session, **json.loads(meta[ONNX_METADATA_KEY])}
-
-
-def onnx_predictor(path: str | Path, threads: int | None = None) -> Predictor:
-    import onnxruntime as ort
-
-    meta = onnx_metadata(path)
-    session = meta["session"]
-    if threads:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    output_names = [o.name for o in session.get_outputs()]
-
-    def run(images: torch.Tensor) -> dict[str, np.ndarray]:
-        values = session.run(None, {input_name: images.float().contiguous().numpy()})
-        return dict(zip(output_names, values, strict=True))
-
-    return Predictor(
-        meta["classes"],
-        meta["image_size"],
-        Normalization(**meta["normalization"]),
-        "onnxruntime",
-        Trust.from_dict(meta.get("trust")),
-        run,
-        meta.get("seed", 42),
-    )
-
-
-def load_predictor(path: str | Path, backend: str | None = None) -> Predictor:
-    """A checkpoint (``.pt``) runs on PyTorch, an ``.onnx`` file on ONNX Runtime."""
+def load_predictor(path: str | Path, backend: str | None = None, threads: int | None = None) -> Predictor:
+    """The predictor of any model file, by its type: a checkpoint (``.pt``) runs on PyTorch, an export on
+    its runtime (``.onnx`` ONNX Runtime, ``.xml`` OpenVINO, ``.tflite`` LiteRT, ``.ts`` or an exported
+    ``.pt`` TorchScript). ``backend``, when given, must be that runtime."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Model file {path} not found.")
-    backend = backend or ("onnxruntime" if path.suffix == ".onnx" else "torch")
-    if backend == "onnxruntime":
-        if path.suffix != ".onnx":
-            raise UserError(
-                f"--backend onnxruntime needs an .onnx file (export one with `paddyclf export`); got {path}."
-            )
-        return onnx_predictor(path)
-    if path.suffix == ".onnx":
-        raise UserError(f"{path} is an ONNX file; use --backend onnxruntime (the default for .onnx).")
-    return torch_predictor(path)
+    runtime = SUFFIX_RUNTIMES.get(path.suffix.lower())
+    if runtime is None and is_torchscript(path):
+        runtime = "torchscript"
+    runtime = runtime or "torch"
+    if backend is not None and backend != runtime:
+        raise UserError(
+            f"--backend {backend} cannot run {path}: a {path.suffix or 'suffix-less'} file runs on {runtime} "
+            f"(export one for {backend} with `paddyclf export --format ...`)."
+        )
+    if runtime == "torch":
+        if threads:
+            torch.set_num_threads(threads)
+        return torch_predictor(path)
+    return RUNTIMES[runtime](path, threads)

@@ -98,8 +98,16 @@ def build_score(name: str, temperature: float = 1.0, statistics: dict | None = N
 
 
 def acceptance_threshold(in_distribution_scores: np.ndarray, accept_rate: float = ACCEPT_RATE) -> float:
-    """The score below or at which ``accept_rate`` of the in-distribution images fall."""
-    return float(np.quantile(np.asarray(in_distribution_scores, dtype=np.float64), accept_rate, method="higher"))
+    """A score threshold accepting the lowest ``ceil(accept_rate * n)`` in-distribution scores.
+
+    It lies halfway between the last accepted score and the next one, never on a photo's own
+    score, so that runtimes a few ulps apart give that photo the same verdict.
+    """
+    scores = np.sort(np.asarray(in_distribution_scores, dtype=np.float64))
+    accepted = min(len(scores), max(1, int(np.ceil(accept_rate * len(scores) - 1e-9))))
+    if accepted == len(scores):
+        return float(scores[-1] + max(abs(scores[-1]), 1.0) * 1e-3)
+    return float((scores[accepted - 1] + scores[accepted]) / 2)
 
 
 def detection_metrics(in_scores: np.ndarray, out_scores: np.ndarray, accept_rate: float = ACCEPT_RATE) -> dict:
