@@ -179,3 +179,11 @@ def test_the_readme_tflite_example_runs_and_agrees_with_predict(exported, tiny_d
     else:
         assert printed == {"unsure": "not sure: take a closer photo of one leaf, in daylight",
                            "out_of_distribution": "does not look like the training photos"}[status]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["openvino", "tflite-int8"])
+def test_benchmark_speed_times_an_exported_file_on_its_runtime(exported, fmt, capsys):
+    args = ["benchmark", "speed", "--checkpoint", str(exported[fmt]), "--batch-size", "2", "--repeats", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert exported[fmt].name in out and ("openvino" if fmt == "openvino" else "litert") in out

@@ -408,7 +408,9 @@ def run_benchmark_attention(args: argparse.Namespace) -> int:
 
 
 def add_benchmark_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a <model_name>_best.pt")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a <model_name>_best.pt, or an exported file (timed on its runtime)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="throughput batch (default: 32)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for every backend (default: torch's)")
     parser.add_argument("--repeats", type=int, default=10, help="timed batches per backend (default: 10)")

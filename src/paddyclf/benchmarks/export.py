@@ -4,7 +4,9 @@ Each format is exported (with its check) into a temporary folder, then loaded th
 predictor ``predict`` uses. Per format: file size; with ``--metadata``, accuracy and macro-F1 on
 its valid split and top-1 agreement with PyTorch; batch-1 latency (median, p90) and batch-32
 images/s. The speeds are timed in rounds that visit every format in turn (this machine's speed
-drifts by tens of percent within minutes; rounds spread the drift over all formats), and each is
+drifts by tens of percent within minutes; rounds spread the drift over all formats), with a pause
+before each format's turn so that no runtime is timed while another's threads still spin; batch-1
+latency is that of consecutive calls (as a camera stream makes them), and each speed is
 given as a ratio to PyTorch eager (the checkpoint on ``torch``) from the same rounds:
 ``throughput_ratio`` (images/s over eager's) and ``latency_ratio`` (eager's latency over this
 one's: above 1 is faster). LiteRT files take one image per call: their batch of 32 is 32 calls.
@@ -32,6 +34,15 @@ from .common import PRINT, environment
 BASELINE = "pytorch"
 
 
+SETTLE_S = 0.03  # idle time before each timed call
+
+
+def settle() -> None:
+    # Runtimes keep their worker threads spinning for a few milliseconds after a call (ONNX Runtime,
+    # OpenMP, XNNPACK): without a pause, each one is timed while the previous one still burns the cores.
+    time.sleep(SETTLE_S)
+
+
 def timed(run, x: torch.Tensor) -> float:
     start = time.perf_counter()
     run(x)
@@ -47,7 +58,10 @@ def measure_speeds(predictors: dict, size: int, batch_size: int, rounds: int, si
     times: dict[str, dict[str, list[float]]] = {name: {"batch": [], "single": []} for name in predictors}
     for _ in range(rounds):
         for name, predictor in predictors.items():
+            settle()
             times[name]["batch"].append(timed(predictor.outputs, batch))
+            settle()
+            predictor.outputs(single)  # the first call after a pause wakes the threads; a camera stream's do not
             times[name]["single"] += [timed(predictor.outputs, single) for _ in range(single_per_round)]
     speeds = {}
     for name, t in times.items():

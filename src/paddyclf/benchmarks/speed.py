@@ -1,5 +1,8 @@
 """``paddyclf benchmark speed``: inference speed of one checkpoint on three CPU/GPU paths, in one run.
 
+Given an exported file instead of a checkpoint, it times that file on its own runtime (there is
+no eager model to compare with: ``benchmark export`` puts every format beside PyTorch).
+
 PyTorch eager (NCHW) is the baseline; PyTorch channels_last and ONNX Runtime are reported as
 ratios to it: throughput at ``--batch-size`` and batch-1 latency (median and p90). For a
 calibrated checkpoint, ``torch_eager_with_ood_score`` is the same model plus its
@@ -17,6 +20,7 @@ import torch
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..export import export_checkpoint
+from ..inference import load_predictor
 from ..models import create_model, model_kwargs
 from ..trust import trusted_model
 from .common import PRINT, environment
@@ -114,6 +118,17 @@ def run_speed_benchmark(
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
+    predictor = load_predictor(checkpoint, threads=threads)
+    if predictor.backend != "torch":  # an exported file: its own runtime (compare formats: `benchmark export`)
+        size = predictor.image_size
+        runs = {
+            Path(checkpoint).name: {
+                predictor.backend: measure_backend(predictor.outputs, size, batch_size, repeats=repeats)
+            }
+        }
+        for r in runs[Path(checkpoint).name].values():
+            r["throughput_ratio_to_eager"] = r["latency_speedup_vs_eager"] = None
+        return _report(checkpoint, size, batch_size, threads, runs, log)
     ckpt = load_checkpoint(checkpoint)
     size = ckpt["config"]["image_size"]
     runs = {ckpt["config"]["architecture"]: backend_results(ckpt, batch_size, threads, repeats)}
@@ -121,6 +136,14 @@ def run_speed_benchmark(
         runs["MobileNetV3_Small (reference)"] = backend_results(
             reference_checkpoint(ckpt), batch_size, threads, repeats
         )
+    return _report(checkpoint, size, batch_size, threads, runs, log)
+
+
+def _ratio(value: float | None) -> str:
+    return "       —" if value is None else f"{value:7.2f}x"
+
+
+def _report(checkpoint, size: int, batch_size: int, threads: int, runs: dict, log) -> dict:
     log(f"{size}px, batch {batch_size}, {threads} threads; ratios are to PyTorch eager NCHW of the same model")
     log(
         f"{'model':30} {'backend':20} {'img/s':>8} {'x eager':>8} {'b1 median ms':>13} {'b1 p90 ms':>10} {'x eager':>8}"
@@ -128,8 +151,8 @@ def run_speed_benchmark(
     for model_name, results in runs.items():
         for key, r in results.items():
             log(
-                f"{model_name:30} {key:20} {r['images_per_s']:8.1f} {r['throughput_ratio_to_eager']:7.2f}x "
-                f"{r['latency_ms_median']:13.2f} {r['latency_ms_p90']:10.2f} {r['latency_speedup_vs_eager']:7.2f}x"
+                f"{model_name:30} {key:20} {r['images_per_s']:8.1f} {_ratio(r['throughput_ratio_to_eager'])} "
+                f"{r['latency_ms_median']:13.2f} {r['latency_ms_p90']:10.2f} {_ratio(r['latency_speedup_vs_eager'])}"
             )
             if "interleaved_time_ratio" in r:
                 log(f"{'':30} the OOD score costs {r['interleaved_time_ratio'] - 1:+.1%} time (timed alternately)")

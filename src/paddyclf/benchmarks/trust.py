@@ -153,11 +153,11 @@ def run_trust_benchmark(
         for held_out in sorted(label2id) if open_set else []:
             folder = tmp / f"without_{held_out}"
             metadata, label_map, unknown = held_out_dataset(base.metadata, held_out, folder)
-            per_class_limit = None if base.train_limit is None else round(base.train_limit * (1 - 1 / len(label2id)))
+            known_limit = None if base.train_limit is None else round(base.train_limit * (1 - 1 / len(label2id)))
             config = TrainConfig(
                 **{**base.__dict__, "metadata": str(metadata), "label2id": str(label_map), "output_dir": str(folder)},
             )
-            config.train_limit = per_class_limit  # the same photos per class as the closed set
+            config.train_limit = known_limit  # the same photos per class as the closed set
             ckpt = train_quietly(config)
             report = run_evaluation(
                 ckpt, metadata, split="test", output_dir=folder / "test", progress=False, ood_dirs=[unknown],
