@@ -144,7 +144,7 @@ def test_training_stores_the_temperature_and_thresholds_in_the_best_checkpoint(m
     assert trust.calibrated and trust.temperature > 0 and trust.ood_score == "mahalanobis"
     assert 0 <= trust.unsure_below <= 1 and trust.target_accuracy == 0.98
     assert trust.fit["valid_images"] == 24 and trust.fit["train_images"] == 72
-    assert set(ckpt["ood_statistics"]) == {"whitened_means", "whitener"}
+    assert set(ckpt["ood_statistics"]) == {"means", "components", "weights", "inverse_floor"}
 
 
 def test_no_calibrate_trains_a_checkpoint_without_thresholds(tiny_data, tmp_path):
@@ -281,3 +281,23 @@ def test_a_split_without_mistakes_keeps_the_temperature_at_one():
     outputs = Outputs(logits, features, targets, np.arange(60), [])
     trust, _ = fit_trust(outputs, outputs, 3)
     assert trust.temperature == 1.0 and trust.fit["valid_errors"] == 0  # NLL alone would drive T to its bound
+
+
+def test_mahalanobis_with_every_component_is_the_shrunk_covariance_distance():
+    from sklearn.covariance import ShrunkCovariance
+
+    from paddyclf.ood import MAHALANOBIS_SHRINKAGE
+
+    rng = np.random.default_rng(1)
+    targets = np.repeat(np.arange(2), 40)
+    features = rng.normal(0, 1, (80, 12)) * np.linspace(0.2, 3, 12) + 4 * targets[:, None]
+    stats = fit_feature_statistics(features, targets, 2, components=12)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    means = np.stack([unit[targets == k].mean(0) for k in range(2)])
+    precision = ShrunkCovariance(shrinkage=MAHALANOBIS_SHRINKAGE, assume_centered=True).fit(unit - means[targets])
+    probe = rng.normal(0, 1, (5, 12))
+    probe_unit = probe / np.linalg.norm(probe, axis=1, keepdims=True)
+    d = probe_unit[:, None, :] - means[None]
+    expected = np.einsum("bkc,cd,bkd->bk", d, precision.precision_, d).min(1)
+    score = build_score("mahalanobis", 1.0, stats)(torch.zeros(5, 2), torch.tensor(probe, dtype=torch.float32))
+    np.testing.assert_allclose(score.numpy(), expected, rtol=1e-4)

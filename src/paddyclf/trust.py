@@ -1,7 +1,7 @@
 """When the model does not know: the verdict of every prediction, and how a checkpoint learns it.
 
 A fitted checkpoint holds ``"trust"`` (a JSON-able dict, also embedded in every export) and
-``"ood_statistics"`` (tensors: the Mahalanobis buffers of :mod:`paddyclf.ood`)::
+``"ood_statistics"`` (tensors: the Mahalanobis buffers of :mod:`paddyclf.ood`, about 150 kB)::
 
     {"temperature": T, "unsure_below": p, "target_accuracy": 0.98,
      "ood_score": "mahalanobis", "ood_threshold": s, "fit": {...what it was fitted on...}}
