@@ -72,10 +72,10 @@ def test_threshold_selection_on_a_known_score_list():
     assert thresholds.tolist() == [0.99, 0.95, 0.90, 0.80, 0.70, 0.60]  # the tie at 0.95 is one cut
     assert coverage.tolist() == pytest.approx([1 / 7, 3 / 7, 4 / 7, 5 / 7, 6 / 7, 1.0])
     assert accuracy.tolist() == pytest.approx([1, 1, 3 / 4, 4 / 5, 5 / 6, 5 / 7])
-    # the cut keeps down to 0.95; the threshold lies halfway to the next confidence, 0.90
-    assert choose_threshold(confidence, correct, 1.0).threshold == pytest.approx(0.925)
+    # the cut keeps down to 0.95; the threshold lies a hair (1e-4) below it, never on a photo's own value
+    assert choose_threshold(confidence, correct, 1.0).threshold == pytest.approx(0.9499)
     chosen = choose_threshold(confidence, correct, 0.8)  # down to 0.70 keeps 5/6 = 0.83 >= 0.8; 0.60 keeps 0.71
-    assert (chosen.threshold, chosen.kept, chosen.accuracy) == (pytest.approx(0.65), 6, pytest.approx(5 / 6))
+    assert (chosen.threshold, chosen.kept, chosen.accuracy) == (pytest.approx(0.6999), 6, pytest.approx(5 / 6))
     nothing = choose_threshold(np.array([0.9, 0.8]), np.array([False, True]), 0.99)
     assert nothing.kept == 0 and nothing.threshold > 0.9  # even the most confident is wrong: all unsure
 
@@ -90,7 +90,7 @@ def test_verdicts_order_out_of_distribution_before_unsure():
 
 def test_detection_metrics_and_the_95_percent_threshold():
     inside, outside = np.arange(100.0), np.arange(90.0, 190.0)
-    assert acceptance_threshold(inside) == 94.5  # accepts 0..94: 95 of 100, halfway to the next score
+    assert acceptance_threshold(inside) == pytest.approx(94.0094)  # accepts 0..94: 95 of 100, 1e-4 above the last
     metrics = detection_metrics(inside, outside)
     assert metrics["fpr_at_95_tpr"] == pytest.approx(5 / 100)  # 90..94 accepted
     assert 0.99 < metrics["auroc"] < 1.0

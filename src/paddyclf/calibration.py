@@ -23,6 +23,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 ECE_BINS = 15
+THRESHOLD_MARGIN = 1e-4  # far above float runtimes' differences (1e-6), far below a confidence's spread
 TEMPERATURE_RANGE = (0.05, 20.0)  # log-space search bounds: wide enough for any sane network
 
 
@@ -155,8 +156,9 @@ def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarr
 def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accuracy: float) -> Selection:
     """The lowest threshold (largest coverage) whose kept images are at least ``target_accuracy`` right.
 
-    The threshold sits halfway between the last kept confidence and the next lower one, not on a
-    photo's own value: the same photo run by another runtime (1e-6 off) keeps its verdict. If even
+    The threshold sits :data:`THRESHOLD_MARGIN` below the last kept confidence (or halfway to the
+    next lower one, if closer), not on a photo's own value: the same photo run by another runtime
+    (1e-6 off) keeps its verdict. If even
     the single most confident image misses the target, the threshold is just above the largest
     confidence: everything is unsure.
     """
@@ -166,7 +168,8 @@ def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accurac
         return select(confidence, correct, float(np.nextafter(thresholds[0], np.inf)))
     cut = good[-1]
     below = thresholds[cut + 1] if cut + 1 < len(thresholds) else 0.0
-    return select(confidence, correct, float((thresholds[cut] + below) / 2))
+    margin = min(THRESHOLD_MARGIN, (thresholds[cut] - below) / 2)
+    return select(confidence, correct, float(thresholds[cut] - margin))
 
 
 # --------------------------------------------------------------------------- figures

@@ -145,8 +145,8 @@ def run_trust_benchmark(
             log(
                 f"seed {seed}: valid ECE {row['valid_ece_before']:.4f} -> {row['valid_ece_after']:.4f}, test ECE "
                 f"{row['test_ece_before']:.4f} -> {row['test_ece_after']:.4f}; answered valid "
-                f"{row['valid_coverage']:.1%} at {row['valid_answered_acc']:.2%}, test {row['test_coverage']:.1%} "
-                f"at {row['test_answered_acc']:.2%}; non-leaf AUROC mahalanobis "
+                f"{row['valid_coverage']:.1%} at {_share(row['valid_answered_acc'])}, test "
+                f"{row['test_coverage']:.1%} at {_share(row['test_answered_acc'])}; non-leaf AUROC mahalanobis "
                 f"{row.get('nonleaf_auroc_mahalanobis', float('nan')):.3f} msp {row['nonleaf_auroc_msp']:.3f}"
             )
         result["closed_set_summary"] = summarise(list(result["closed_set"].values()))
@@ -170,6 +170,10 @@ def run_trust_benchmark(
     atomic_write(Path(f"{output}.md"), lambda p: p.write_text(markdown(result)))
     log(f"Wrote {output}.json and {output}.md")
     return result
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
 
 
 def _pm(summary: dict, key: str, digits: int = 4, percent: bool = False) -> str:
