@@ -142,15 +142,15 @@ def test_a_model_file_without_its_metadata_is_a_clear_error(exported, tmp_path, 
 def test_benchmark_export_end_to_end(checkpoint, tiny_data, tmp_path):
     prefix = tmp_path / "bench"
     args = ["benchmark", "export", "--checkpoint", str(checkpoint), "--metadata", str(tiny_data / "metadata.csv")]
-    args += ["--formats", "onnx", "tflite-int8", "--rounds", "1", "--batch-size", "2", "--output", str(prefix)]
+    args += ["--formats", "onnx", "openvino-int8", "--rounds", "1", "--batch-size", "2", "--output", str(prefix)]
     args += ["--calibration-images", "8", "--max-accuracy-drop", "100"]
     assert main(args) == 0
     result = json.loads(prefix.with_suffix(".json").read_text())
-    assert set(result["rows"]) == {"pytorch", "onnx", "tflite-int8"}
+    assert set(result["rows"]) == {"pytorch", "onnx", "openvino-int8"}
     for row in result["rows"].values():
         assert row["throughput_ratio"] > 0 and row["latency_ratio"] > 0 and 0 <= row["valid_accuracy"] <= 1
     assert result["rows"]["pytorch"]["throughput_ratio"] == 1.0
-    assert "| tflite-int8 |" in prefix.with_suffix(".md").read_text()
+    assert "| openvino-int8 |" in prefix.with_suffix(".md").read_text()
     assert prefix.with_suffix(".png").stat().st_size > 10_000
 
 
