@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 
 install: $(VENV)/.installed
 
-# every extra: what `make test` tests (the deploy runtimes included)
+# every extra: what `make test` tests (the deploy runtimes and the web app included)
 install-all: $(VENV)/.installed-all
 
 $(VENV)/.installed: pyproject.toml
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-all: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,deploy]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,deploy,serve]'
 	touch $@
 
 demo: install

@@ -51,3 +51,13 @@ def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
         str(out),
         *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def served_checkpoint(tiny_data, tmp_path_factory) -> Path:
+    """A calibrated BoT-Linear trained on ``tiny_data``: the model the web-app tests serve."""
+    from paddyclf.cli import main
+
+    out = tmp_path_factory.mktemp("served_model")
+    assert main(["train", *tiny_args(tiny_data, out)]) == 0
+    return out / "MobileNetV3_Small_BoT_Linear_best.pt"

@@ -352,6 +352,38 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from .serve.config import ServeConfig
+
+    add_config_arguments(parser, ServeConfig(model=""))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .serve.config import ServeConfig
+    from .serve.server import serve
+
+    serve(config_from_args(args, ServeConfig(model="")))
+    return 0
+
+
+def add_serve_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", required=True, help="the history folder of `paddyclf serve --data-dir`")
+    parser.add_argument("--out", required=True, help="new dataset folder: images/<label>/, metadata.csv, label2id.json")
+
+
+def run_serve_export(args: argparse.Namespace) -> int:
+    from .serve.export import export_reviewed
+
+    done = export_reviewed(args.data_dir, args.out)
+    counts = ", ".join(f"{label} {n}" for label, n in done["classes"].items())
+    print(f"Wrote {done['photos']} reviewed photos to {done['out']} ({counts}).")
+    print(f"Next: paddyclf audit --metadata {done['out']}/metadata.csv, then train on it (it has no split column).")
+    return 0
+
+
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", metavar="RESULTS_JSON", help="results/<model_name>_metrics.json files")
     parser.add_argument("--output", default="comparison", help="output folder (default: comparison)")
@@ -610,6 +642,46 @@ def run_benchmark_dedupe(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_benchmark_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a checkpoint or an exported model (as for `serve`)")
+    parser.add_argument("--images", nargs="+", required=True, help="photos or folders to send")
+    parser.add_argument("--concurrency", type=int, default=8, help="client threads (default: 8)")
+    parser.add_argument("--requests", type=int, default=400, help="requests per round, one photo each (default: 400)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating baseline/load rounds (default: 2)")
+    parser.add_argument(
+        "--malformed",
+        type=float,
+        default=0.0,
+        help="fraction of requests with a bad file, each must get a 4xx (default: 0)",
+    )
+    parser.add_argument("--serve-args", default="", help="extra `paddyclf serve` flags, quoted (e.g. '--max-batch 16')")
+    parser.add_argument(
+        "--kill-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also SIGKILL a server mid-load and check that no acknowledged diagnosis was lost (default: on)",
+    )
+    parser.add_argument(
+        "--output", default="results/serve_benchmark", help="prefix of .json/.md (default: results/serve_benchmark)"
+    )
+
+
+def run_benchmark_serve(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .benchmarks.serve import run_serve_benchmark
+    from .serve.server import require_serve_extra
+
+    require_serve_extra()
+    if args.concurrency < 1 or args.requests < 1 or args.rounds < 1 or not 0 <= args.malformed < 1:
+        raise UserError("--concurrency, --requests and --rounds must be >= 1, and --malformed in [0, 1).")
+    run_serve_benchmark(
+        args.model, args.images, args.concurrency, args.requests, args.rounds, args.malformed,
+        shlex.split(args.serve_args), args.output, args.kill_check,
+    )  # fmt: skip
+    return 0
+
+
 BENCHMARKS: dict[str, tuple[str, Callable, Callable]] = {
     "attention": (
         "softmax vs linear BoT: time, memory, max batch vs image size",
@@ -640,6 +712,11 @@ BENCHMARKS: dict[str, tuple[str, Callable, Callable]] = {
         "calibration, unsure coverage and out-of-distribution detection (non-leaf photos, held-out classes)",
         add_benchmark_trust_arguments,
         run_benchmark_trust,
+    ),
+    "serve": (
+        "the web app under concurrent load: requests/s and latency vs the bare predictor one photo at a time",
+        add_benchmark_serve_arguments,
+        run_benchmark_serve,
     ),
     "speed": (
         "inference speed of a checkpoint: PyTorch eager, channels_last, ONNX Runtime",
@@ -697,6 +774,16 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "export a checkpoint to ONNX, OpenVINO, LiteRT or TorchScript, float or INT8 (each checked)",
         add_export_arguments,
         run_export,
+    ),
+    "serve": (
+        "the diagnosis web app and JSON API, with history and expert review (needs the [serve] extra)",
+        add_serve_arguments,
+        run_serve,
+    ),
+    "serve-export": (
+        "the expert-reviewed photos of a `serve` history as a dataset (images + metadata.csv + label2id.json)",
+        add_serve_export_arguments,
+        run_serve_export,
     ),
     "compare": ("table and plots from several metrics JSON files", add_compare_arguments, run_compare),
     "benchmark": (

@@ -15,11 +15,12 @@ from .recipe import AUGMENTS, RECIPES, describe, recipe_values
 from .trust import DEFAULT_OOD_SCORE, DEFAULT_TARGET_ACCURACY, trust_option_problems
 
 
-def _opt(default, help: str, **extra):  # noqa: A002 - mirrors argparse's own keyword
+def option(default, help: str, **extra):  # noqa: A002 - mirrors argparse's own keyword
+    """A config field with its ``--help`` text (and ``choices=``, ``required=`` for argparse)."""
     return field(default=default, metadata={"help": help, **extra})
 
 
-def _recipe_opt(help: str, **extra):  # noqa: A002
+def recipe_option(help: str, **extra):  # noqa: A002
     """A field whose default comes from ``--recipe`` (None until :meth:`TrainConfig.__post_init__`)."""
     return field(default=None, metadata={"help": help, "recipe": True, **extra})
 
@@ -28,73 +29,77 @@ def _recipe_opt(help: str, **extra):  # noqa: A002
 class TrainConfig:
     """Everything a training run needs; ``paddyclf train --help`` lists the same fields as flags."""
 
-    model: str = _opt("MobileNetV3_Small_BoT_Linear", "architecture", choices=list_models())
-    metadata: str = _opt("data/metadata.csv", "metadata CSV with columns path,label[,split]")
-    label2id: str = _opt("data/label2id.json", "JSON mapping label name -> class id")
-    image_size: int = _opt(224, "input size in pixels (square)")
-    heads: int = _opt(4, "attention heads (must divide the attention width, 144 for MobileNetV3-Small)")
-    dropout: float = _opt(0.1, "dropout before the classifier, in [0, 1)")
-    reduction: int = _opt(32, "coordinate-attention channel reduction (Hybrid only)")
-    pretrained: bool = _opt(False, "start the backbone from timm's ImageNet weights (downloads them)")
-    pretrained_weights: str | None = _opt(
+    model: str = option("MobileNetV3_Small_BoT_Linear", "architecture", choices=list_models())
+    metadata: str = option("data/metadata.csv", "metadata CSV with columns path,label[,split]")
+    label2id: str = option("data/label2id.json", "JSON mapping label name -> class id")
+    image_size: int = option(224, "input size in pixels (square)")
+    heads: int = option(4, "attention heads (must divide the attention width, 144 for MobileNetV3-Small)")
+    dropout: float = option(0.1, "dropout before the classifier, in [0, 1)")
+    reduction: int = option(32, "coordinate-attention channel reduction (Hybrid only)")
+    pretrained: bool = option(False, "start the backbone from timm's ImageNet weights (downloads them)")
+    pretrained_weights: str | None = option(
         None, "load the ImageNet backbone from a local timm .safetensors/.pth instead of downloading"
     )
-    backbone: str = _opt(DEFAULT_BACKBONE, "timm feature extractor, e.g. tf_mobilenetv3_small_100")
-    epochs: int = _opt(30, "number of epochs")
-    batch_size: int = _opt(32, "batch size (per process under torchrun)")
-    patience: int = _opt(10, "early-stopping patience in epochs on valid macro-F1; <= 0 disables")
-    base_lr: float | None = _recipe_opt("learning rate of the pretrained backbone")
-    head_lr: float | None = _recipe_opt("learning rate of everything new (attention blocks, classifier)")
-    weight_decay: float = _opt(1e-2, "AdamW weight decay (not applied to norms, biases, position tables)")
-    scheduler_tmax: int | None = _opt(None, "T_max of CosineAnnealingLR in epochs (default: --epochs)")
-    grad_clip: float = _opt(1.0, "clip the gradient norm to this value; <= 0 disables")
-    recipe: str = _opt(
+    backbone: str = option(DEFAULT_BACKBONE, "timm feature extractor, e.g. tf_mobilenetv3_small_100")
+    epochs: int = option(30, "number of epochs")
+    batch_size: int = option(32, "batch size (per process under torchrun)")
+    patience: int = option(10, "early-stopping patience in epochs on valid macro-F1; <= 0 disables")
+    base_lr: float | None = recipe_option("learning rate of the pretrained backbone")
+    head_lr: float | None = recipe_option("learning rate of everything new (attention blocks, classifier)")
+    weight_decay: float = option(1e-2, "AdamW weight decay (not applied to norms, biases, position tables)")
+    scheduler_tmax: int | None = option(None, "T_max of CosineAnnealingLR in epochs (default: --epochs)")
+    grad_clip: float = option(1.0, "clip the gradient norm to this value; <= 0 disables")
+    recipe: str = option(
         "guide",
         "fine-tuning recipe: guide (the founding guide's) or field (measured best on few real photos: "
         + describe("field")
         + "); explicit flags override it",
         choices=tuple(RECIPES),
     )
-    label_smoothing: float | None = _recipe_opt("label smoothing of the cross-entropy, in [0, 1)")
-    ema_decay: float | None = _recipe_opt(
+    label_smoothing: float | None = recipe_option("label smoothing of the cross-entropy, in [0, 1)")
+    ema_decay: float | None = recipe_option(
         "keep an EMA of the weights (timm ModelEmaV3, warm-up) with this decay; it validates and is saved; 0 = off"
     )
-    mixup: float | None = _recipe_opt("MixUp alpha (torchvision v2); 0 = off")
-    cutmix: float | None = _recipe_opt("CutMix alpha (torchvision v2); with --mixup one of them per batch; 0 = off")
-    augment: str | None = _recipe_opt("extra train augmentation (torchvision v2)", choices=AUGMENTS)
-    random_erasing: float | None = _recipe_opt("probability of random erasing per training image")
-    warmup_epochs: int | None = _recipe_opt("epochs of linear learning-rate warm-up before the cosine schedule")
-    calibrate: bool = _opt(
+    mixup: float | None = recipe_option("MixUp alpha (torchvision v2); 0 = off")
+    cutmix: float | None = recipe_option("CutMix alpha (torchvision v2); with --mixup one of them per batch; 0 = off")
+    augment: str | None = recipe_option("extra train augmentation (torchvision v2)", choices=AUGMENTS)
+    random_erasing: float | None = recipe_option("probability of random erasing per training image")
+    warmup_epochs: int | None = recipe_option("epochs of linear learning-rate warm-up before the cosine schedule")
+    calibrate: bool = option(
         True,
         "after training, fit the temperature (valid NLL), the unsure threshold and the out-of-distribution "
         "score (train features, valid threshold) and store them in the best checkpoint",
     )
-    target_accuracy: float = _opt(
+    target_accuracy: float = option(
         DEFAULT_TARGET_ACCURACY,
         "the unsure threshold is the lowest that keeps this accuracy on the valid images it answers",
     )
-    unsure_below: float | None = _opt(
+    unsure_below: float | None = option(
         None, "fixed unsure threshold on the calibrated top probability (default: chosen by --target-accuracy)"
     )
-    ood_score: str = _opt(DEFAULT_OOD_SCORE, "out-of-distribution score", choices=tuple(SCORES))
-    num_workers: int = _opt(4, "DataLoader worker processes (0 loads in the main process)")
-    pin_memory: bool = _opt(False, "pin host memory in the DataLoader (CUDA)")
-    train_limit: int | None = _opt(None, "use a deterministic stratified subset of this many training samples")
-    valid_limit: int | None = _opt(None, "use a deterministic stratified subset of this many validation samples")
-    model_name: str | None = _opt(None, "name of the checkpoint and result files (default: the architecture)")
-    device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
-    seed: int = _opt(42, "random seed (same seed on CPU -> same history)")
-    plot: bool = _opt(False, "save the training-history figure to results/<model_name>_history.png")
-    save_history: bool = _opt(False, "write results/<model_name>_history.json and _metrics.json")
-    output_dir: str = _opt(".", "where the checkpoint goes; results go to <output-dir>/results/")
-    channels_last: bool = _opt(True, "channels_last memory format for model and batches (faster convs on CPU and GPU)")
-    compile: bool = _opt(False, "torch.compile the model (slow first epoch, faster afterwards)")
-    compile_backend: str = _opt("inductor", "torch.compile backend with --compile (aot_eager: trace only, no codegen)")
-    cache_dir: str | None = _opt(
+    ood_score: str = option(DEFAULT_OOD_SCORE, "out-of-distribution score", choices=tuple(SCORES))
+    num_workers: int = option(4, "DataLoader worker processes (0 loads in the main process)")
+    pin_memory: bool = option(False, "pin host memory in the DataLoader (CUDA)")
+    train_limit: int | None = option(None, "use a deterministic stratified subset of this many training samples")
+    valid_limit: int | None = option(None, "use a deterministic stratified subset of this many validation samples")
+    model_name: str | None = option(None, "name of the checkpoint and result files (default: the architecture)")
+    device: str = option("auto", "cpu, cuda, cuda:N or auto")
+    seed: int = option(42, "random seed (same seed on CPU -> same history)")
+    plot: bool = option(False, "save the training-history figure to results/<model_name>_history.png")
+    save_history: bool = option(False, "write results/<model_name>_history.json and _metrics.json")
+    output_dir: str = option(".", "where the checkpoint goes; results go to <output-dir>/results/")
+    channels_last: bool = option(
+        True, "channels_last memory format for model and batches (faster convs on CPU and GPU)"
+    )
+    compile: bool = option(False, "torch.compile the model (slow first epoch, faster afterwards)")
+    compile_backend: str = option(
+        "inductor", "torch.compile backend with --compile (aot_eager: trace only, no codegen)"
+    )
+    cache_dir: str | None = option(
         None, "cache decoded, resized images here (uint8, memory-mapped); later epochs skip JPEG decoding"
     )
-    resume: str | None = _opt(None, "continue from a <model_name>_last.pt written by an interrupted run")
-    sync_bn: bool = _opt(False, "SyncBatchNorm across processes under torchrun")
+    resume: str | None = option(None, "continue from a <model_name>_last.pt written by an interrupted run")
+    sync_bn: bool = option(False, "SyncBatchNorm across processes under torchrun")
 
     def __post_init__(self) -> None:
         for name, value in recipe_values(self.recipe).items():
@@ -159,23 +164,24 @@ class TrainConfig:
         return problems
 
 
-def _field_type(f: dataclasses.Field) -> type:
+def _field_type(config_class: type, f: dataclasses.Field) -> type:
     """The non-None type of a dataclass field (``int | None`` -> int)."""
-    hint = typing.get_type_hints(TrainConfig)[f.name]
+    hint = typing.get_type_hints(config_class)[f.name]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     return hint
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig, skip: set[str]) -> None:
-    """Add one ``--flag`` per field of :class:`TrainConfig` (booleans become switches)."""
-    for f in dataclasses.fields(TrainConfig):
+def add_config_arguments(parser: argparse.ArgumentParser, defaults, skip: set[str] = frozenset()) -> None:
+    """Add one ``--flag`` per field of a config dataclass such as :class:`TrainConfig` (booleans become
+    switches; a field with ``required=True`` in its metadata becomes a required flag)."""
+    for f in dataclasses.fields(defaults):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         # a recipe field stays None unless given, so that --recipe can fill it in TrainConfig
         default = None if f.metadata.get("recipe") else getattr(defaults, f.name)
-        kind = _field_type(f)
+        kind = _field_type(type(defaults), f)
         if f.metadata.get("recipe"):
             per_recipe = ", ".join(f"{name} {recipe_values(name)[f.name]}" for name in RECIPES)
             help_text = f"{f.metadata['help']} (default: from --recipe: {per_recipe})"
@@ -186,17 +192,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig,
             action = argparse.BooleanOptionalAction if default else "store_true"
             parser.add_argument(flag, action=action, default=default, help=help_text)
         else:
+            required = f.metadata.get("required", False)
             parser.add_argument(
                 flag,
                 type=kind,
                 default=default,
-                help=help_text,
+                required=required,
+                help=f.metadata["help"] if required else help_text,
                 choices=f.metadata.get("choices"),
                 metavar=None if "choices" in f.metadata else f.name.upper(),
             )
 
 
-def config_from_args(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
-    """The config the parsed flags describe; fields without a flag keep ``defaults``."""
-    values = {f.name: getattr(args, f.name, getattr(defaults, f.name)) for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**values)
+def config_from_args(args: argparse.Namespace, defaults):
+    """The config (of the type of ``defaults``) the parsed flags describe; fields without a flag keep ``defaults``."""
+    values = {f.name: getattr(args, f.name, getattr(defaults, f.name)) for f in dataclasses.fields(defaults)}
+    return type(defaults)(**values)

@@ -1,8 +1,9 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written checkpoint or JSON behind."""
+"""File helpers: atomic writes (a crash or Ctrl-C never leaves a half-written checkpoint or JSON behind), hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -40,3 +41,12 @@ def write_json(path: str | Path, data: object) -> Path:
 
 def save_torch(path: str | Path, obj: object) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

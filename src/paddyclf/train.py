@@ -36,6 +36,7 @@ from .errors import TrainingInterruptedError, UserError
 from .fileio import save_torch, write_json
 from .metrics import classification_metrics
 from .models import create_model, model_kwargs
+from .ood import FEATURE_SCORES
 from .recipe import BatchMixer, EmaWeights, make_criterion, make_scheduler
 from .runstate import RunState
 from .trust import Trust, calibrate_checkpoint, describe_fit
@@ -263,6 +264,19 @@ def _build_model(config: TrainConfig, arch: dict, fresh: bool, info: DistInfo, d
     return model, norm, num_params, size_mb
 
 
+def check_every_class_trains(train: list, label2id: dict[str, int], config: TrainConfig) -> None:
+    """A class of label2id without a train photo cannot be learned, and the feature OOD score has no mean for it."""
+    present = {s.label for s in train}
+    missing = [name for name, i in label2id.items() if i not in present]
+    if missing and config.calibrate and config.ood_score in FEATURE_SCORES:
+        raise UserError(
+            f"{len(missing)} class(es) of {config.label2id} have no photo in the train split: "
+            f"{', '.join(missing[:20])}. "
+            f"The {config.ood_score} score needs train photos of every class: add photos, drop those classes from "
+            "label2id.json, or pass --ood-score energy."
+        )
+
+
 def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
     progress = info.is_main and (sys.stderr.isatty() if progress is None else progress)
     device = resolve_device(config.device, info.local_rank)
@@ -273,6 +287,7 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
     splits = load_splits(
         config.metadata, label2id, config.seed, {"train": config.train_limit, "valid": config.valid_limit}
     )
+    check_every_class_trains(splits["train"], label2id, config)
     arch = ckpt_io.model_config(config, num_classes)
     resume_state = ckpt_io.load_train_state(config.resume, arch, label2id) if config.resume else None
     torch.manual_seed(config.seed)

@@ -1,0 +1,282 @@
+"""The FastAPI app of ``paddyclf serve``: routes and pages, a thin layer over :class:`~.service.DiagnosisService`.
+
+Pages (server-rendered, Jinja2 with autoescaping; a little plain JS in ``static/app.js``):
+``/`` diagnose, ``/history`` history and review. JSON API under ``/api/v1`` (OpenAPI at ``/docs``),
+``/healthz``. Every refusal is a 4xx JSON body ``{"error": ..., "file": ...}`` (the diagnose page
+shows it as a card instead); anything unexpected is a 500 JSON body and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from .config import ServeConfig
+from .errors import RequestError
+from .service import DiagnosisService
+from .store import STATUSES, Filters
+
+HERE = Path(__file__).parent
+SETTINGS_ENVIRONMENT_VARIABLE = "PADDYCLF_SERVE_SETTINGS"  # how uvicorn's worker processes get the settings
+PAGE_POLICY = b"default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'"
+# Swagger UI and ReDoc (served from the package, offline) start with an inline script
+DOCS_POLICY = (
+    b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    b"img-src 'self' data:; worker-src 'self' blob:; object-src 'none'; frame-ancestors 'none'"
+)
+DOCS_PATHS = ("/docs", "/redoc")
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
+bearer = HTTPBearer(auto_error=False, description="the server's review token")
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware: a strict Content-Security-Policy (no inline script, nothing from elsewhere) and friends."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        policy = DOCS_POLICY if scope.get("path", "").startswith(DOCS_PATHS) else PAGE_POLICY
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"content-security-policy", policy),
+                    *SECURITY_HEADERS,
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self) -> None:
+        super().__init__(413, "Content Too Large")
+
+
+class BodyLimit:
+    """Pure ASGI middleware: refuse a request body over ``max_bytes`` while it streams in.
+
+    A declared Content-Length over the limit is refused before a byte is read; a chunked body is
+    counted as it arrives and refused as soon as it passes the limit (the route's form parser sees
+    an HTTP 413, which the app's handler turns into the JSON error). Starlette's own limiter
+    answers in plain text, which would break the JSON contract.
+    """
+
+    def __init__(self, app, max_bytes: int, body: dict) -> None:
+        self.app, self.max_bytes, self.body = app, max_bytes, body
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            response = JSONResponse(self.body, status_code=413, headers={"connection": "close"})
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+class Review(BaseModel):
+    label: str
+
+
+async def read_uploads(files: list[UploadFile]) -> list[tuple[str | None, bytes]]:
+    return [(f.filename, await f.read()) for f in files]
+
+
+def too_large(config: ServeConfig) -> dict:
+    return {"error": f"The upload is larger than this server's limit of {config.max_upload_mb:g} MB (--max-upload-mb)."}
+
+
+def error_body(exc: StarletteHTTPException, config: ServeConfig) -> dict:
+    return too_large(config) if exc.status_code == 413 else {"error": str(exc.detail)}
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{where or 'request'}: {error.get('msg', 'invalid')}")
+    return "Invalid request: " + "; ".join(parts) + "."
+
+
+def parse_reviewed(value: str | None) -> bool | None:
+    if value in (None, ""):
+        return None
+    if value.lower() in ("yes", "true", "1"):
+        return True
+    if value.lower() in ("no", "false", "0"):
+        return False
+    raise RequestError(422, f"reviewed must be yes or no (got {value!r}).")
+
+
+def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> FastAPI:
+    """The app; it loads the model (once) unless given a ``service``."""
+    service = service or DiagnosisService(config)
+    model = service.model_info()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        service.close()
+
+    app = FastAPIOffline(  # a FastAPI whose /docs and /redoc need no CDN
+        title="paddyclf",
+        version=__version__,
+        description="Rice leaf-disease diagnosis: photos in, verdicts out, with history and expert review.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=config.max_upload_bytes, body=too_large(config))
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.exception_handler(RequestError)
+    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
+        headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body(exc, config), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": validation_message(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"Internal error ({type(exc).__name__}); the server keeps running."}, 500)
+
+    def render(name: str, status: int = 200, **context) -> HTMLResponse:
+        return HTMLResponse(templates.get_template(name).render(model=model, **context), status_code=status)
+
+    # ------------------------------------------------------------------ pages
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def diagnose_page() -> HTMLResponse:
+        return render("index.html", page="diagnose", results=[])
+
+    @app.post("/", response_class=HTMLResponse, include_in_schema=False)
+    async def diagnose_form(files: Annotated[list[UploadFile], File()] = None) -> HTMLResponse:  # noqa: B008
+        try:
+            results = await run_in_threadpool(service.diagnose, await read_uploads(files or []))
+        except RequestError as exc:
+            return render("index.html", exc.status, page="diagnose", results=[], error=exc.to_json())
+        return render("index.html", page="diagnose", results=results)
+
+    @app.get("/history", response_class=HTMLResponse, include_in_schema=False)
+    def history_page(
+        predicted: str | None = None, status: str | None = None, reviewed: str | None = None, page: int = 1
+    ) -> HTMLResponse:
+        filters = Filters(predicted or None, status or None, parse_reviewed(reviewed))
+        history = service.history(page, 20, filters)
+        query = {"predicted": predicted or "", "status": status or "", "reviewed": reviewed or ""}
+
+        def page_url(number: int) -> str:
+            return "/history?" + urlencode({k: v for k, v in query.items() if v} | {"page": number})
+
+        pages = max(1, math.ceil(history["total"] / history["per_page"]))
+        reviewing = config.review_token is not None
+        return render(
+            "history.html", page="history", history=history, filters=filters, statuses=STATUSES, pages=pages,
+            page_url=page_url, reviewing=reviewing,
+        )  # fmt: skip
+
+    @app.get("/photos/{sha256}.jpg", include_in_schema=False)
+    def photo(sha256: str) -> FileResponse:
+        return FileResponse(service.photo_file(sha256, "photos"), media_type="image/jpeg")
+
+    @app.get("/thumbs/{sha256}.jpg", include_in_schema=False)
+    def thumbnail(sha256: str) -> FileResponse:
+        return FileResponse(service.photo_file(sha256, "thumbs"), media_type="image/jpeg")
+
+    # ------------------------------------------------------------------ JSON API
+
+    @app.post("/api/v1/diagnose", tags=["diagnose"])
+    async def diagnose(files: Annotated[list[UploadFile], File(description="one or more photos")]) -> dict:
+        """Diagnose photos; each is stored (and committed) before the reply. One bad file refuses the request."""
+        results = await run_in_threadpool(service.diagnose, await read_uploads(files))
+        return {"results": results}
+
+    @app.get("/api/v1/model", tags=["model"])
+    def model_info() -> dict:
+        """Classes, input size, calibration thresholds and the sha256 of the served model file."""
+        return model
+
+    @app.get("/api/v1/diagnoses", tags=["history"])
+    def diagnoses(
+        page: Annotated[int, Query(ge=1)] = 1,
+        per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+        predicted: str | None = None,
+        status: str | None = None,
+        reviewed: Annotated[str | None, Query(description="yes or no")] = None,
+    ) -> dict:
+        """Stored diagnoses, newest first: ``{"items": [...], "total": T, "page": N, "per_page": M}``."""
+        return service.history(page, per_page, Filters(predicted or None, status or None, parse_reviewed(reviewed)))
+
+    @app.get("/api/v1/diagnoses/{diagnosis_id}", tags=["history"])
+    def diagnosis(diagnosis_id: int) -> dict:
+        return service.record(diagnosis_id)
+
+    @app.post("/api/v1/diagnoses/{diagnosis_id}/review", tags=["history"])
+    def review(
+        diagnosis_id: int,
+        body: Review,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
+    ) -> dict:
+        """An expert confirms or corrects the label (one of the model's classes); needs the review token."""
+        return service.review(diagnosis_id, body.label, credentials.credentials if credentials else None)
+
+    @app.get("/api/v1/diagnoses/{diagnosis_id}/gradcam.png", tags=["history"], response_class=Response)
+    async def gradcam(diagnosis_id: int) -> Response:
+        """Grad-CAM of the predicted class over the stored photo (checkpoints only)."""
+        return Response(await run_in_threadpool(service.gradcam_png, diagnosis_id), media_type="image/png")
+
+    @app.get("/healthz", tags=["model"])
+    def healthz() -> dict:
+        """Liveness, the served model, and how the dynamic batcher has batched so far (this process)."""
+        return {"status": "ok", "model_sha256": service.model_sha256, "batching": service.batcher.stats()}
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn's factory for ``--workers N``: each worker process builds its app from the settings JSON."""
+    import json
+
+    return create_app(ServeConfig(**json.loads(os.environ[SETTINGS_ENVIRONMENT_VARIABLE])))

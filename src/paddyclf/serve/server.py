@@ -1,0 +1,45 @@
+"""Run the app under uvicorn: one process, or ``--workers N`` processes that each load the model once."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+
+from ..errors import UserError
+from .config import ServeConfig
+
+
+def require_serve_extra() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise UserError(
+            f"`paddyclf serve` needs the web extra ({exc.name} is missing): pip install 'paddyclf[serve]'."
+        ) from None
+
+
+def serve(config: ServeConfig) -> None:
+    """Serve until Ctrl-C. Bad settings, a bad model or class-info file fail here, before binding the port."""
+    require_serve_extra()
+    import uvicorn
+
+    from .app import SETTINGS_ENVIRONMENT_VARIABLE, create_app
+    from .service import DiagnosisService
+
+    config = config.with_environment()
+    config.validate()
+    service = DiagnosisService(config)
+    where = f"http://{config.host}:{config.port}"
+    print(f"paddyclf serve: {config.model} ({service.predictor.backend}) at {where}, history in {config.data_dir}")
+    if config.review_token is None:
+        print("  reviewing is off (give --review-token or $PADDYCLF_REVIEW_TOKEN to turn it on)")
+    options = {"host": config.host, "port": config.port, "log_level": "info", "timeout_graceful_shutdown": 5}
+    if config.workers == 1:
+        uvicorn.run(create_app(config, service), **options)
+        return
+    service.close()  # it was the pre-flight check; every worker process loads its own
+    os.environ[SETTINGS_ENVIRONMENT_VARIABLE] = json.dumps(asdict(config))
+    uvicorn.run("paddyclf.serve.app:app_from_environment", factory=True, workers=config.workers, **options)

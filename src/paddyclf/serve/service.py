@@ -1,0 +1,258 @@
+"""What the web app does, as plain functions over the model, the batcher and the store (no HTTP here).
+
+:class:`DiagnosisService` loads the model once, diagnoses uploads (decode -> batcher -> store),
+pages through the history, records expert reviews (token checked in constant time) and draws
+Grad-CAM for checkpoints. Every refusal is a :class:`~.errors.RequestError` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import json
+import re
+import threading
+import unicodedata
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data import build_transform
+from ..errors import UserError
+from ..fileio import file_sha256
+from ..inference import load_predictor
+from ..trust import OK, OUT_OF_DISTRIBUTION, UNSURE
+from .batching import DynamicBatcher
+from .config import ServeConfig
+from .errors import RequestError
+from .photos import Photo, read_photo
+from .store import STATUSES, Filters, NewDiagnosis, Store
+
+MAX_PER_PAGE = 100
+SHA256_PATTERN = r"[0-9a-f]{64}"
+MAX_NAME_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class VerdictText:
+    """How a verdict reads on the page: a badge, a headline, what it means, and what to do."""
+
+    badge: str
+    headline: str
+    detail: str
+    advice: str
+
+
+VERDICT_TEXT = {
+    OK: VerdictText("answer", "Most likely {label} ({percent:.1f}%).", "", ""),
+    UNSURE: VerdictText(
+        "not sure",
+        "Not sure.",
+        "The model cannot tell which disease this is; the classes below are guesses, not an answer.",
+        "Take a closer photo of one leaf, in daylight.",
+    ),
+    OUT_OF_DISTRIBUTION: VerdictText(
+        "not a leaf photo",
+        "This does not look like the training photos.",
+        "The model learned from photos of rice leaves; this one is unlike them, so any answer would be a guess.",
+        "Photograph one rice leaf so that it fills the frame, in daylight.",
+    ),
+}
+
+
+def load_class_info(path: str | None, classes: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """``--class-info``: JSON object class -> text, or class -> {heading: text}; as (heading, text) pairs."""
+    if path is None:
+        return {}
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--class-info file {path} not found.") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--class-info file {path} is not valid JSON ({exc}).") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"--class-info file {path} must hold a JSON object: class name -> text.")
+    unknown = sorted(set(raw) - set(classes))
+    if unknown:
+        raise UserError(
+            f"--class-info file {path} names classes the model does not have: {', '.join(unknown)} "
+            f"(the model's classes: {', '.join(classes)})."
+        )
+    info = {}
+    for name, value in raw.items():
+        if isinstance(value, str):
+            info[name] = [("", value)]
+        elif isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            info[name] = [(str(k), v) for k, v in value.items()]
+        else:
+            raise UserError(f"--class-info file {path}: the entry of {name!r} must be a text or {{heading: text}}.")
+    return info
+
+
+def display_name(filename: str | None) -> str:
+    """The client's filename, for display only: control characters dropped, length capped."""
+    name = "".join(c for c in (filename or "") if unicodedata.category(c)[0] != "C").strip()
+    return name[:MAX_NAME_LENGTH] or "upload"
+
+
+def check_token(expected: str | None, given: str | None) -> None:
+    """Raise 403 when reviewing is off, 401 when the bearer token is missing or wrong (constant-time compare)."""
+    if expected is None:
+        raise RequestError(403, "Reviewing is off: the server was started without a review token.")
+    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise RequestError(401, "A valid review token is needed (header Authorization: Bearer TOKEN).")
+
+
+class DiagnosisService:
+    def __init__(self, config: ServeConfig) -> None:
+        config.validate()
+        self.config = config
+        self.predictor = load_predictor(config.model, threads=config.model_threads)
+        self.classes = self.predictor.classes
+        if config.top_k > len(self.classes):
+            raise UserError(f"--top-k must be at most the number of classes ({len(self.classes)}).")
+        self.model_sha256 = file_sha256(config.model)
+        self.class_info = load_class_info(config.class_info, self.classes)
+        self.transform = build_transform(self.predictor.image_size, self.predictor.norm, train=False)
+        self.store = Store(config.data_dir)
+        self.store.register_model(self.model_sha256, Path(config.model).name, self.classes)
+        self.batcher = DynamicBatcher(self._run_batch, config.max_batch, config.max_wait_ms / 1000)
+        self.explainable = self.predictor.backend == "torch"
+        self._explainer = None
+        self._explain_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.store.close()
+
+    # ------------------------------------------------------------------ model
+
+    def _run_batch(self, images: torch.Tensor) -> list[tuple[np.ndarray, float | None, str]]:
+        diagnosis = self.predictor.diagnose(images)
+        scores = diagnosis.ood_scores if diagnosis.ood_scores is not None else [None] * len(images)
+        return [
+            (p, None if s is None else float(s), status)
+            for p, s, status in zip(diagnosis.probabilities, scores, diagnosis.statuses, strict=True)
+        ]
+
+    def model_info(self) -> dict:
+        trust = self.predictor.trust
+        return {
+            "file": Path(self.config.model).name,
+            "sha256": self.model_sha256,
+            "backend": self.predictor.backend,
+            "threads": self.config.model_threads,
+            "classes": self.classes,
+            "input_size": [3, self.predictor.image_size, self.predictor.image_size],
+            "thresholds": {
+                "temperature": trust.temperature,
+                "unsure_below": trust.unsure_below,
+                "ood_score": trust.ood_score,
+                "ood_above": trust.ood_threshold,
+            },
+            "gradcam": self.explainable,
+            "max_upload_mb": self.config.max_upload_mb,
+        }
+
+    # ------------------------------------------------------------------ diagnose
+
+    def diagnose(self, uploads: list[tuple[str | None, bytes]]) -> list[dict]:
+        """Diagnose and store every upload; one bad file refuses the whole request (nothing is stored).
+
+        Each record is committed before this returns, so a reply means the history has it.
+        """
+        if not uploads:
+            raise RequestError(422, "No photo was sent (multipart field 'files').")
+        photos = [read_photo(data, display_name(name), self.config.max_pixels) for name, data in uploads]
+        names = [display_name(name) for name, _ in uploads]
+        futures: list[Future] = [self.batcher.submit(self.transform(photo.image)) for photo in photos]
+        return [self._store(name, photo, f.result()) for name, photo, f in zip(names, photos, futures, strict=True)]
+
+    def _store(self, name: str, photo: Photo, result: tuple[np.ndarray, float | None, str]) -> dict:
+        probabilities, ood_score, status = result
+        order = np.argsort(-probabilities)[: self.config.top_k]
+        top_k = [(self.classes[i], round(float(probabilities[i]), 6)) for i in order]
+        self.store.save_photo(photo.sha256, photo.jpeg, photo.thumbnail)
+        new = NewDiagnosis(
+            photo.sha256, name, *photo.image.size, top_k, status, ood_score, self.model_sha256, photo.gps
+        )
+        return self.describe(self.store.add(new))
+
+    def describe(self, record: dict) -> dict:
+        """A stored record as the API and the pages show it: URLs, the verdict in words, the class text."""
+        sha, status, best = record["photo_sha256"], record["status"], record["top_k"][0]
+        text = VERDICT_TEXT.get(status, VERDICT_TEXT[UNSURE])
+        percent = 100 * best["probability"]
+        verdict = {
+            "status": status,
+            "badge": text.badge,
+            "headline": text.headline.format(label=best["label"], percent=percent),
+            "detail": text.detail,
+            "advice": text.advice,
+        }
+        info = self.class_info.get(best["label"], []) if status == OK else []
+        return record | {
+            "verdict": verdict,
+            "class_info": [{"heading": h, "text": t} for h, t in info],
+            "photo_url": f"/photos/{sha}.jpg",
+            "thumbnail_url": f"/thumbs/{sha}.jpg",
+            "gradcam_url": f"/api/v1/diagnoses/{record['id']}/gradcam.png" if self.explainable else None,
+        }
+
+    # ------------------------------------------------------------------ history and review
+
+    def history(self, page: int = 1, per_page: int = 20, filters: Filters | None = None) -> dict:
+        if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+            raise RequestError(422, f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}.")
+        if filters and filters.status and filters.status not in STATUSES:
+            raise RequestError(422, f"status must be one of {', '.join(STATUSES)} (got {filters.status!r}).")
+        items, total = self.store.page(page, per_page, filters)
+        return {"items": [self.describe(r) for r in items], "total": total, "page": page, "per_page": per_page}
+
+    def record(self, diagnosis_id: int) -> dict:
+        record = self.store.get(diagnosis_id)
+        if record is None:
+            raise RequestError(404, f"There is no diagnosis {diagnosis_id}.")
+        return self.describe(record)
+
+    def review(self, diagnosis_id: int, label: str, token: str | None) -> dict:
+        """An expert confirms or corrects the label of a stored photo (``label`` must be a model class)."""
+        check_token(self.config.review_token, token)
+        if label not in self.classes:
+            raise RequestError(422, f"Unknown label {label!r}; use one of: {', '.join(self.classes)}.")
+        record = self.store.review(diagnosis_id, label)
+        if record is None:
+            raise RequestError(404, f"There is no diagnosis {diagnosis_id}.")
+        return self.describe(record)
+
+    def photo_file(self, sha256: str, kind: str) -> Path:
+        """A stored photo by its hash; anything that is not a 64-hex-digit name is simply not found."""
+        path = self.store.photo_path(sha256, kind) if re.fullmatch(SHA256_PATTERN, sha256) else None
+        if path is None or not path.is_file():
+            raise RequestError(404, "No such photo.")
+        return path
+
+    # ------------------------------------------------------------------ Grad-CAM
+
+    def gradcam_png(self, diagnosis_id: int) -> bytes:
+        """The Grad-CAM overlay of the predicted class on the stored photo's eval crop, as PNG (checkpoints only)."""
+        if not self.explainable:
+            raise RequestError(
+                404, f"Grad-CAM needs a checkpoint (.pt); this server runs a {self.predictor.backend} export."
+            )
+        record = self.record(diagnosis_id)
+        with Image.open(self.photo_file(record["photo_sha256"], "photos")) as img:
+            photo = img.convert("RGB")
+        with self._explain_lock:  # Grad-CAM hooks the model: one at a time
+            if self._explainer is None:
+                from ..explain import GradCamExplainer
+
+                self._explainer = GradCamExplainer(self.config.model)
+            _, overlay, _, _ = self._explainer(photo)
+        buffer = io.BytesIO()
+        Image.fromarray(overlay).save(buffer, format="PNG")
+        return buffer.getvalue()

@@ -1,0 +1,276 @@
+"""The diagnosis history: one SQLite database and content-addressed photo files in the data folder.
+
+Layout of ``--data-dir``::
+
+    diagnoses.sqlite3          WAL mode; PRAGMA user_version = schema version
+    photos/ab/abcdef....jpg    the stored photo, named by the sha256 of its bytes
+    thumbs/ab/abcdef....jpg    its thumbnail
+
+A photo file is written (temp file, then rename) before its row; the row is committed, with
+``synchronous=FULL``, before :meth:`Store.add` returns, so a diagnosis the server acknowledged
+survives a kill -9 or a power cut. A crash between the two leaves at most an unreferenced photo.
+Identical photos share one file. Names shown to users (the client's filename) are stored as text
+and never used as paths.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import UserError
+from ..fileio import atomic_path
+
+DATABASE_NAME = "diagnoses.sqlite3"
+STATUSES = ("ok", "unsure", "out_of_distribution")
+
+# MIGRATIONS[v] takes a database from schema version v to v + 1; the version is PRAGMA user_version.
+MIGRATIONS = [
+    """
+    CREATE TABLE diagnoses (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,            -- UTC, ISO 8601
+        photo_sha256 TEXT NOT NULL,
+        original_name TEXT NOT NULL,         -- the client's filename: shown (escaped), never a path
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        predicted TEXT NOT NULL,
+        confidence REAL NOT NULL,            -- calibrated probability of ``predicted``
+        status TEXT NOT NULL,                -- ok | unsure | out_of_distribution
+        ood_score REAL,
+        top_k TEXT NOT NULL,                 -- JSON [[label, probability], ...]
+        model_sha256 TEXT NOT NULL,
+        gps_latitude REAL,
+        gps_longitude REAL,
+        gps_altitude REAL
+    );
+    CREATE INDEX diagnoses_predicted ON diagnoses (predicted);
+    CREATE INDEX diagnoses_status ON diagnoses (status);
+    """,
+    """
+    CREATE TABLE models (
+        sha256 TEXT PRIMARY KEY,
+        file_name TEXT NOT NULL,
+        classes TEXT NOT NULL,               -- JSON list, in class-id order
+        first_served_at TEXT NOT NULL
+    );
+    CREATE TABLE reviews (                   -- every review, kept: the audit trail of the labels
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        diagnosis_id INTEGER NOT NULL REFERENCES diagnoses (id),
+        label TEXT NOT NULL,
+        reviewed_at TEXT NOT NULL
+    );
+    ALTER TABLE diagnoses ADD COLUMN reviewed_label TEXT;   -- the latest review
+    ALTER TABLE diagnoses ADD COLUMN reviewed_at TEXT;
+    CREATE INDEX diagnoses_reviewed ON diagnoses (reviewed_label);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+COLUMNS = (
+    "id, created_at, photo_sha256, original_name, width, height, predicted, confidence, status, ood_score, "
+    "top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude, reviewed_label, reviewed_at"
+)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class NewDiagnosis:
+    photo_sha256: str
+    original_name: str
+    width: int
+    height: int
+    top_k: list[tuple[str, float]]  # best first
+    status: str
+    ood_score: float | None
+    model_sha256: str
+    gps: tuple[float | None, float | None, float | None] = (None, None, None)
+
+
+@dataclass
+class Filters:
+    predicted: str | None = None
+    status: str | None = None
+    reviewed: bool | None = None
+
+    def where(self) -> tuple[str, list]:
+        clauses, values = [], []
+        if self.predicted:
+            clauses.append("predicted = ?")
+            values.append(self.predicted)
+        if self.status:
+            clauses.append("status = ?")
+            values.append(self.status)
+        if self.reviewed is not None:
+            clauses.append("reviewed_label IS NOT NULL" if self.reviewed else "reviewed_label IS NULL")
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
+
+
+def row_to_record(row: sqlite3.Row) -> dict:
+    record = dict(row)
+    record["top_k"] = [{"label": label, "probability": p} for label, p in json.loads(record["top_k"])]
+    return record
+
+
+def migrate(connection: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Bring the database to schema version ``target``, one migration per transaction; returns the old version."""
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise UserError(
+            f"The database has schema version {version}, newer than this paddyclf knows ({SCHEMA_VERSION}): "
+            "upgrade paddyclf, or point --data-dir at another folder."
+        )
+    for step in range(version, target):
+        # executescript would commit on its own; run the statements inside one explicit transaction
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[step].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {step + 1}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+    return version
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    connection.row_factory = sqlite3.Row
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = FULL")  # a committed row is on disk before the reply
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("PRAGMA busy_timeout = 30000")  # other server processes write too
+    return connection
+
+
+class Store:
+    """The history in ``data_dir`` (created, and migrated to the current schema, on open). Thread-safe."""
+
+    def __init__(self, data_dir: str | Path, create: bool = True) -> None:
+        self.root = Path(data_dir)
+        if not create and not (self.root / DATABASE_NAME).is_file():
+            raise UserError(f"{self.root} holds no paddyclf history ({DATABASE_NAME} not found); check --data-dir.")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.connection = connect(self.root / DATABASE_NAME)
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(f"Cannot open the history in {self.root}: {exc}.") from None
+        self.lock = threading.Lock()
+        with self.lock:
+            migrate(self.connection)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            self.connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.connection
+            except BaseException:
+                self.connection.execute("ROLLBACK")
+                raise
+            self.connection.execute("COMMIT")
+
+    # ------------------------------------------------------------------ photos
+
+    def photo_path(self, sha256: str, kind: str = "photos") -> Path:
+        return self.root / kind / sha256[:2] / f"{sha256}.jpg"
+
+    def save_photo(self, sha256: str, jpeg: bytes, thumbnail: bytes) -> None:
+        for kind, data in (("photos", jpeg), ("thumbs", thumbnail)):
+            path = self.photo_path(sha256, kind)
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(data)
+
+    # ------------------------------------------------------------------ rows
+
+    def register_model(self, sha256: str, file_name: str, classes: list[str]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO models (sha256, file_name, classes, first_served_at) VALUES (?, ?, ?, ?)",
+                (sha256, file_name, json.dumps(classes), utc_now()),
+            )
+
+    def add(self, new: NewDiagnosis) -> dict:
+        """Insert and commit one diagnosis; returns the stored record (with its ``id``)."""
+        (predicted, confidence), top_k = new.top_k[0], json.dumps([[label, p] for label, p in new.top_k])
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO diagnoses (created_at, photo_sha256, original_name, width, height, predicted, "
+                "confidence, status, ood_score, top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (utc_now(), new.photo_sha256, new.original_name, new.width, new.height, predicted, confidence,
+                 new.status, new.ood_score, top_k, new.model_sha256, *new.gps),
+            )  # fmt: skip
+            row = db.execute(f"SELECT {COLUMNS} FROM diagnoses WHERE id = ?", (cursor.lastrowid,)).fetchone()
+        return row_to_record(row)
+
+    def get(self, diagnosis_id: int) -> dict | None:
+        with self.lock:
+            row = self.connection.execute(f"SELECT {COLUMNS} FROM diagnoses WHERE id = ?", (diagnosis_id,)).fetchone()
+        return row_to_record(row) if row else None
+
+    def page(self, page: int, per_page: int, filters: Filters | None = None) -> tuple[list[dict], int]:
+        """Records of page ``page`` (1-based), newest first, and the number of records the filters match."""
+        where, values = (filters or Filters()).where()
+        with self.lock:
+            total = self.connection.execute(f"SELECT COUNT(*) FROM diagnoses{where}", values).fetchone()[0]
+            rows = self.connection.execute(
+                f"SELECT {COLUMNS} FROM diagnoses{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                [*values, per_page, (page - 1) * per_page],
+            ).fetchall()
+        return [row_to_record(r) for r in rows], total
+
+    def predicted_labels(self) -> list[str]:
+        with self.lock:
+            rows = self.connection.execute("SELECT DISTINCT predicted FROM diagnoses ORDER BY predicted").fetchall()
+        return [r[0] for r in rows]
+
+    def review(self, diagnosis_id: int, label: str) -> dict | None:
+        """Record an expert's label (confirming or correcting); None when there is no such diagnosis."""
+        now = utc_now()
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM diagnoses WHERE id = ?", (diagnosis_id,)).fetchone() is None:
+                return None
+            db.execute(
+                "INSERT INTO reviews (diagnosis_id, label, reviewed_at) VALUES (?, ?, ?)",
+                (diagnosis_id, label, now),
+            )
+            db.execute(
+                "UPDATE diagnoses SET reviewed_label = ?, reviewed_at = ? WHERE id = ?",
+                (label, now, diagnosis_id),
+            )
+        return self.get(diagnosis_id)
+
+    def reviewed(self) -> list[dict]:
+        """Every reviewed diagnosis, oldest first."""
+        with self.lock:
+            rows = self.connection.execute(
+                f"SELECT {COLUMNS} FROM diagnoses WHERE reviewed_label IS NOT NULL ORDER BY id"
+            ).fetchall()
+        return [row_to_record(r) for r in rows]
+
+    def model_classes(self) -> list[list[str]]:
+        """The class lists of every model served into this history, newest first."""
+        with self.lock:
+            rows = self.connection.execute("SELECT classes FROM models ORDER BY first_served_at DESC").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def integrity(self) -> str:
+        with self.lock:
+            return self.connection.execute("PRAGMA integrity_check").fetchone()[0]

@@ -1,0 +1,175 @@
+"""`paddyclf serve` in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`, via selenium).
+
+Opens the diagnose page at a phone viewport (390 x 844) and a desktop one, uploads a leaf and a
+photo that is not a leaf, reads the cards and their verdicts, toggles Grad-CAM, then opens History and
+reviews a photo with the token. Screenshots go to the test's folder, and to $PADDYCLF_SCREENSHOTS when
+set. docs/serve_phone.png, shown in the README, is this test's phone screenshot with a model trained on
+real photos: PADDYCLF_SCREENSHOTS=docs PADDYCLF_BROWSER_MODEL=<rice5 .pt> PADDYCLF_BROWSER_LEAF=<a photo>.
+`.ci/run` installs the browser; elsewhere the test skips without it unless $PADDYCLF_REQUIRE_BROWSER is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+webdriver = pytest.importorskip("selenium.webdriver")
+
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+from paddyclf.benchmarks.serve import free_port  # noqa: E402
+from paddyclf.serve.app import create_app  # noqa: E402
+from paddyclf.serve.config import ServeConfig  # noqa: E402
+
+TOKEN = "browser-review-token"
+VIEWPORTS = {"phone": (390, 844, True), "desktop": (1280, 900, False)}
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def non_leaf_photo() -> Path:
+    from sklearn.datasets import images
+
+    return Path(images.__file__).parent / "china.jpg"
+
+
+@pytest.fixture(scope="module")
+def server(served_checkpoint, tmp_path_factory):
+    """The app under uvicorn on loopback, in a thread of this process."""
+    data = tmp_path_factory.mktemp("browser_data")
+    model = os.environ.get("PADDYCLF_BROWSER_MODEL") or str(served_checkpoint)
+    config = ServeConfig(model=model, data_dir=str(data), review_token=TOKEN, port=free_port())
+    uv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=config.port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{config.port}"
+    deadline = time.monotonic() + 60
+    while not uv.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert uv.started, "the server did not start"
+    yield url
+    uv.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture()
+def browser_factory():
+    if not (CHROMIUM and CHROMEDRIVER):
+        message = "headless Chromium is missing: apt-get install chromium chromium-driver (.ci/run does)"
+        if os.environ.get("PADDYCLF_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium.webdriver.chrome.service import Service
+
+    drivers = []
+
+    def make(width: int, height: int, mobile: bool):
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+            options.add_argument(flag)
+        options.add_argument(f"--window-size={width},{height}")
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+        )
+        drivers.append(driver)
+        return driver
+
+    yield make
+    for driver in drivers:
+        driver.quit()
+
+
+def save(driver, name: str, folder: Path) -> Path:
+    path = folder / f"{name}.png"
+    driver.save_screenshot(str(path))
+    if os.environ.get("PADDYCLF_SCREENSHOTS"):
+        target = Path(os.environ["PADDYCLF_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / path.name)
+    assert path.stat().st_size > 5000  # a real rendering, not a blank page
+    return path
+
+
+def console_errors(driver) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+def test_diagnose_and_review_in_a_real_browser(server, browser_factory, tiny_data, tmp_path, viewport):
+    width, height, mobile = VIEWPORTS[viewport]
+    driver = browser_factory(width, height, mobile)
+    wait = WebDriverWait(driver, 60)
+    leaf = Path(os.environ.get("PADDYCLF_BROWSER_LEAF") or sorted((tiny_data / "images").rglob("*.jpg"))[0])
+
+    driver.get(server + "/")
+    assert driver.execute_script("return window.innerWidth") == width
+    photo_input = driver.find_element(By.ID, "photo-input")
+    assert photo_input.get_attribute("capture") == "environment" and photo_input.get_attribute("multiple")
+    photo_input.send_keys(f"{leaf}\n{non_leaf_photo()}")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card:not(.pending)")) == 2)
+    cards = driver.find_elements(By.CSS_SELECTOR, "#results .card")
+    names = sorted(card.find_element(By.CSS_SELECTOR, ".file").text for card in cards)
+    assert names == sorted([leaf.name, "china.jpg"])
+    for card in cards:
+        assert card.find_element(By.CSS_SELECTOR, ".badge").text.strip()
+        assert card.find_element(By.CSS_SELECTOR, ".verdict strong").text.strip()
+        assert len(card.find_elements(By.CSS_SELECTOR, ".top-k li progress")) == 3
+    china = next(c for c in cards if c.find_element(By.CSS_SELECTOR, ".file").text == "china.jpg")
+    if "status-ok" not in china.get_attribute("class"):
+        assert china.find_element(By.CSS_SELECTOR, ".advice").text.startswith("What to do:")
+    # Grad-CAM (the server runs a checkpoint): the thumbnail swaps for the overlay and back
+    card = cards[0]
+    img = card.find_element(By.CSS_SELECTOR, "img")
+    card.find_element(By.CSS_SELECTOR, ".toggle-gradcam").click()
+    wait.until(
+        lambda d: (
+            "gradcam.png" in img.get_attribute("src") and d.execute_script("return arguments[0].naturalWidth", img) > 0
+        )
+    )
+    card.find_element(By.CSS_SELECTOR, ".toggle-gradcam").click()
+    assert "/thumbs/" in img.get_attribute("src")
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= width  # nothing off-screen
+    save(driver, f"serve_{viewport}", tmp_path)
+
+    driver.get(server + "/history")
+    first = driver.find_element(By.CSS_SELECTOR, ".cards .card")
+    diagnosis_id = first.get_attribute("data-id")
+    driver.find_element(By.ID, "review-token").send_keys(TOKEN)
+    select = Select(first.find_element(By.CSS_SELECTOR, "form.review select"))
+    label = select.options[-1].text
+    select.select_by_visible_text(label)
+    first.find_element(By.CSS_SELECTOR, "form.review button").click()
+    wait.until(lambda d: first.find_element(By.CSS_SELECTOR, ".review-state").text == f"reviewed: {label}")
+    assert first.find_element(By.CSS_SELECTOR, ".review-message").text == "saved"
+    stored = httpx.get(f"{server}/api/v1/diagnoses/{diagnosis_id}").json()
+    assert stored["reviewed_label"] == label
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= width
+    save(driver, f"serve_history_{viewport}", tmp_path)
+    assert console_errors(driver) == []  # no CSP violation, no failed asset
+
+
+def test_a_wrong_token_is_reported_on_the_page(server, browser_factory, tiny_data):
+    driver = browser_factory(*VIEWPORTS["phone"])
+    leaf = sorted((tiny_data / "images").rglob("*.jpg"))[1]
+    httpx.post(f"{server}/api/v1/diagnose", files=[("files", (leaf.name, leaf.read_bytes(), "image/jpeg"))])
+    driver.get(server + "/history")
+    driver.find_element(By.ID, "review-token").send_keys("not-the-token")
+    first = driver.find_element(By.CSS_SELECTOR, ".cards .card")
+    first.find_element(By.CSS_SELECTOR, "form.review button").click()
+    message = first.find_element(By.CSS_SELECTOR, ".review-message")
+    WebDriverWait(driver, 30).until(lambda d: "token" in message.text)
+    assert "failed" in message.get_attribute("class")
+    assert first.find_element(By.CSS_SELECTOR, ".review-state").text == "not reviewed"

@@ -1,0 +1,141 @@
+"""`paddyclf serve` as a real server process: kill -9 under load, oversize uploads on the wire, workers,
+and `paddyclf benchmark serve` end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+
+from serve_helpers import upload  # noqa: E402
+
+from paddyclf.benchmarks.serve import free_port, post_until_gone, start_server  # noqa: E402
+from paddyclf.cli import main  # noqa: E402
+from paddyclf.serve.store import DATABASE_NAME  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def leaves(tiny_data) -> list[Path]:
+    return sorted((tiny_data / "images").rglob("*.jpg"))
+
+
+def test_kill_9_under_load_loses_no_acknowledged_diagnosis(served_checkpoint, leaves, tmp_path):
+    data, port = tmp_path / "data", free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(str(served_checkpoint), data, port, [], tmp_path / "server1.log")
+    acknowledged: dict[int, str] = {}
+    stop, lock = threading.Event(), threading.Lock()
+    photos = [p.read_bytes() for p in leaves]
+    clients = [threading.Thread(target=post_until_gone, args=(url, photos, acknowledged, stop, lock)) for _ in range(4)]
+    try:
+        for c in clients:
+            c.start()
+        deadline = time.monotonic() + 120
+        while len(acknowledged) < 25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(server.pid, signal.SIGKILL)  # mid-load: requests are in flight
+        server.wait(timeout=30)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(timeout=60)
+        if server.poll() is None:
+            server.kill()
+    assert len(acknowledged) >= 25
+    connection = sqlite3.connect(data / DATABASE_NAME)  # the WAL is recovered on open
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    connection.close()
+    restarted = start_server(str(served_checkpoint), data, port, [], tmp_path / "server2.log")
+    try:
+        stored = {}
+        with httpx.Client(base_url=url, timeout=30) as client:
+            total = client.get("/api/v1/diagnoses?per_page=100").json()["total"]
+            for page in range(1, total // 100 + 2):
+                for item in client.get(f"/api/v1/diagnoses?per_page=100&page={page}").json()["items"]:
+                    stored[item["id"]] = item["photo_sha256"]
+            assert {i: stored.get(i) for i in acknowledged} == acknowledged  # every acknowledged one, unchanged
+            for sha in set(acknowledged.values()):
+                assert client.get(f"/photos/{sha}.jpg").status_code == 200
+            assert (
+                client.post("/api/v1/diagnose", files=[upload("after.jpg", leaves[0].read_bytes())]).status_code == 200
+            )
+    finally:
+        restarted.terminate()
+        restarted.wait(timeout=30)
+
+
+def raw_request(port: int, head: bytes, body: bytes = b"") -> bytes:
+    """Send a hand-made request (while reading: the server may answer before the body is all sent); the reply."""
+
+    def send() -> None:
+        with contextlib.suppress(OSError):  # the server may close the connection mid-body
+            sock.sendall(head + body)
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sender = threading.Thread(target=send)
+        sender.start()
+        chunks = []
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        sender.join(timeout=30)
+    return b"".join(chunks)
+
+
+def test_oversize_uploads_are_refused_on_the_wire_and_multiple_workers_serve(served_checkpoint, leaves, tmp_path):
+    port = free_port()
+    server = start_server(
+        str(served_checkpoint), tmp_path / "data", port, ["--workers", "2", "--max-upload-mb", "1"], tmp_path / "s.log"
+    )
+    try:
+        # a declared 500 MB body: refused from the headers, before the client has sent any of it
+        head = (
+            b"POST /api/v1/diagnose HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 500000000\r\nConnection: close\r\n\r\n"
+        )
+        reply = raw_request(port, head)
+        assert reply.startswith(b"HTTP/1.1 413") and b"1 MB" in reply
+        # an unsized (chunked) body is cut off as it passes the limit
+        chunked = b"POST /api/v1/diagnose HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        chunked += b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        part = b'--b\r\nContent-Disposition: form-data; name="files"; filename="big.jpg"\r\n\r\n' + b"x" * 65536
+        piece = b"%x\r\n%s\r\n" % (len(part), part)
+        reply = raw_request(port, chunked, piece + (b"%x\r\n%s\r\n" % (65536, b"x" * 65536)) * 40)  # 2.6 MB
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            for path in leaves[:6]:
+                assert client.post("/api/v1/diagnose", files=[upload(path.name, path.read_bytes())]).status_code == 200
+            assert client.get("/api/v1/diagnoses").json()["total"] == 6  # both workers write one history
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_benchmark_serve_reports_throughput_latency_and_refuses_malformed(served_checkpoint, tiny_data, tmp_path):
+    output = tmp_path / "serve_benchmark"
+    args = ["benchmark", "serve", "--model", str(served_checkpoint), "--images", str(tiny_data / "images")]
+    args += ["--concurrency", "4", "--requests", "24", "--rounds", "1", "--malformed", "0.25", "--output", str(output)]
+    assert main(args) == 0
+    result = json.loads(output.with_suffix(".json").read_text())
+    (run,) = result["rounds"]
+    assert run["served"]["requests"] == 24 and run["served"]["malformed"] == 6
+    assert run["served"]["malformed_refused_4xx"] == 6 and run["served"]["errors"] == 0 and result["errors"] == 0
+    assert run["bare"]["images_per_s"] > 0 and run["served"]["p99_ms"] >= run["served"]["p50_ms"] > 0
+    assert result["ratio_median"] == pytest.approx(
+        run["served"]["images_per_s"] / run["bare"]["images_per_s"], rel=0.01
+    )
+    assert "| 1 |" in output.with_suffix(".md").read_text()
+    killed = result["kill_check"]
+    assert killed["ok"] and killed["acknowledged_before_kill"] >= 50 and killed["acknowledged_lost"] == 0
+    assert killed["integrity_check"] == "ok" and killed["stored_after_restart"] >= killed["acknowledged_before_kill"]
