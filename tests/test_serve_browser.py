@@ -1,8 +1,8 @@
 """`paddyclf serve` in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`, via selenium).
 
-Opens the diagnose page at a phone viewport (390 x 844) and a desktop one, uploads a leaf and a
-photo that is not a leaf, reads the cards and their verdicts, toggles Grad-CAM, then opens History and
-reviews a photo with the token. Screenshots go to the test's folder, and to $PADDYCLF_SCREENSHOTS when
+Opens the diagnose page at a phone viewport (390 x 844), a small phone (360 x 740) and a desktop one,
+uploads a leaf and a photo that is not a leaf, reads the cards and their verdicts, toggles Grad-CAM, then
+opens History and reviews a photo with the token. Screenshots go to the test's folder, and to $PADDYCLF_SCREENSHOTS when
 set. docs/serve_phone.png, shown in the README, is this test's phone screenshot with a model trained on
 real photos: PADDYCLF_SCREENSHOTS=docs PADDYCLF_BROWSER_MODEL=<rice5 .pt> PADDYCLF_BROWSER_LEAF=<a photo>.
 `.ci/run` installs the browser; elsewhere the test skips without it unless $PADDYCLF_REQUIRE_BROWSER is set.
@@ -31,7 +31,7 @@ from paddyclf.serve.app import create_app  # noqa: E402
 from paddyclf.serve.config import ServeConfig  # noqa: E402
 
 TOKEN = "browser-review-token"
-VIEWPORTS = {"phone": (390, 844, True), "desktop": (1280, 900, False)}
+VIEWPORTS = {"phone": (390, 844, True), "small_phone": (360, 740, True), "desktop": (1280, 900, False)}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
@@ -92,15 +92,20 @@ def browser_factory():
         driver.quit()
 
 
-def save(driver, name: str, folder: Path) -> Path:
-    path = folder / f"{name}.png"
-    driver.save_screenshot(str(path))
-    if os.environ.get("PADDYCLF_SCREENSHOTS"):
-        target = Path(os.environ["PADDYCLF_SCREENSHOTS"])
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target / path.name)
-    assert path.stat().st_size > 5000  # a real rendering, not a blank page
-    return path
+def save(driver, name: str, folder: Path) -> None:
+    """The viewport as the user sees it (NAME.png) and the whole page at that width (NAME_full.png)."""
+    import base64
+
+    full = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    paths = [folder / f"{name}.png", folder / f"{name}_full.png"]
+    driver.save_screenshot(str(paths[0]))
+    paths[1].write_bytes(base64.b64decode(full["data"]))
+    for path in paths:
+        assert path.stat().st_size > 5000  # a real rendering, not a blank page
+        if os.environ.get("PADDYCLF_SCREENSHOTS"):
+            target = Path(os.environ["PADDYCLF_SCREENSHOTS"])
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target / path.name)
 
 
 def console_errors(driver) -> list[str]:
@@ -121,8 +126,7 @@ def test_diagnose_and_review_in_a_real_browser(server, browser_factory, tiny_dat
     photo_input.send_keys(f"{leaf}\n{non_leaf_photo()}")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card:not(.pending)")) == 2)
     cards = driver.find_elements(By.CSS_SELECTOR, "#results .card")
-    names = sorted(card.find_element(By.CSS_SELECTOR, ".file").text for card in cards)
-    assert names == sorted([leaf.name, "china.jpg"])
+    assert [card.find_element(By.CSS_SELECTOR, ".file").text for card in cards] == [leaf.name, "china.jpg"]
     for card in cards:
         assert card.find_element(By.CSS_SELECTOR, ".badge").text.strip()
         assert card.find_element(By.CSS_SELECTOR, ".verdict strong").text.strip()

@@ -2,15 +2,20 @@
 "use strict";
 document.documentElement.classList.add("js");
 
-// Diagnose: upload each photo on its own request and show the card the server renders for it.
-async function diagnose(file, results) {
+// Diagnose: upload each photo on its own request and show the card the server renders for it,
+// in place of a placeholder (the newest selection on top, in the order the photos were chosen).
+function placeholder(file) {
   const pending = document.createElement("article");
   pending.className = "card pending";
   const body = document.createElement("div");
   body.className = "body";
   body.textContent = "Diagnosing " + file.name + " …";
   pending.appendChild(body);
-  results.prepend(pending);
+  return pending;
+}
+
+async function diagnose(file, pending) {
+  const body = pending.firstChild;
   const form = new FormData();
   form.append("files", file, file.name);
   try {
@@ -34,7 +39,12 @@ function setUpDiagnose() {
   const zone = document.getElementById("drop-zone");
   const results = document.getElementById("results");
   if (!input || !zone || !results) return;
-  const send = (files) => { for (const file of files) diagnose(file, results); };
+  const send = (files) => {
+    const chosen = Array.from(files);
+    const pendings = chosen.map(placeholder);
+    results.prepend(...pendings);
+    chosen.forEach((file, i) => diagnose(file, pendings[i]));
+  };
   input.addEventListener("change", () => { send(input.files); input.value = ""; });
   for (const name of ["dragenter", "dragover"]) {
     zone.addEventListener(name, (event) => { event.preventDefault(); zone.classList.add("dragging"); });
