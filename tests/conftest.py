@@ -10,12 +10,21 @@ import torch
 
 from paddyclf.synthetic import make_dataset
 
-torch.set_num_threads(2)
+TEST_THREADS = 2
+torch.set_num_threads(TEST_THREADS)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub download fails at once instead of retrying
 
 SHARED_WEIGHTS = (
     Path(__file__).resolve().parents[2] / "shared" / "weights" / "mobilenetv3_small_100.tflite_in1k.safetensors"
 )
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """A test (or fixture) that loads a predictor with ``threads=``, as the web app does, must not change
+    later tests' numerics: every test ends with the suite's thread count."""
+    yield
+    torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -287,9 +287,9 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
     splits = load_splits(
         config.metadata, label2id, config.seed, {"train": config.train_limit, "valid": config.valid_limit}
     )
-    check_every_class_trains(splits["train"], label2id, config)
     arch = ckpt_io.model_config(config, num_classes)
     resume_state = ckpt_io.load_train_state(config.resume, arch, label2id) if config.resume else None
+    check_every_class_trains(splits["train"], label2id, config)
     torch.manual_seed(config.seed)
 
     # ---- model
