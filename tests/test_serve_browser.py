@@ -177,3 +177,34 @@ def test_a_wrong_token_is_reported_on_the_page(server, browser_factory, tiny_dat
     WebDriverWait(driver, 30).until(lambda d: "token" in message.text)
     assert "failed" in message.get_attribute("class")
     assert first.find_element(By.CSS_SELECTOR, ".review-state").text == "not reviewed"
+
+
+def test_photos_dropped_on_the_page_are_diagnosed(server, browser_factory):
+    driver = browser_factory(*VIEWPORTS["desktop"])
+    driver.get(server + "/")
+    # what a desktop drop delivers: a DataTransfer holding files (here a PNG drawn on a canvas)
+    driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        const canvas = document.createElement("canvas");
+        canvas.width = canvas.height = 96;
+        const context = canvas.getContext("2d");
+        context.fillStyle = "#3a7d2c";
+        context.fillRect(0, 0, 96, 96);
+        canvas.toBlob((blob) => {
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([blob], "dropped.png", { type: "image/png" }));
+          const zone = document.getElementById("drop-zone");
+          for (const type of ["dragenter", "dragover", "drop"]) {
+            zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+          }
+          done();
+        }, "image/png");
+        """
+    )
+    WebDriverWait(driver, 60).until(
+        lambda d: (
+            [c.text for c in d.find_elements(By.CSS_SELECTOR, "#results .card:not(.pending) .file")] == ["dropped.png"]
+        )
+    )
+    assert "dragging" not in driver.find_element(By.ID, "drop-zone").get_attribute("class")
