@@ -34,6 +34,12 @@ class Diagnosis:
     ood_scores: np.ndarray | None
     statuses: list[str]
 
+    def scores(self) -> list[float | None]:
+        """The OOD score of each image as a float, or None for each when the model has no score."""
+        if self.ood_scores is None:
+            return [None] * len(self.statuses)
+        return [float(s) for s in self.ood_scores]
+
 
 @dataclass
 class Predictor:

@@ -64,12 +64,11 @@ def predict_files(
             continue
         diagnosis = predictor.diagnose(batch.images)
         top_p, top_i = torch.from_numpy(diagnosis.probabilities).topk(top_k, dim=1)
-        scores = diagnosis.ood_scores if diagnosis.ood_scores is not None else [None] * len(diagnosis.statuses)
         for index, p_row, i_row, status, score in zip(
-            batch.indices.tolist(), top_p.tolist(), top_i.tolist(), diagnosis.statuses, scores, strict=True
+            batch.indices.tolist(), top_p.tolist(), top_i.tolist(), diagnosis.statuses, diagnosis.scores(), strict=True
         ):
             row = {"path": str(files[index]), "status": status, "message": MESSAGES[status]}
-            row["ood_score"] = "" if score is None else round(float(score), 6)
+            row["ood_score"] = "" if score is None else round(score, 6)
             for rank, (p, i) in enumerate(zip(p_row, i_row, strict=True), 1):
                 row[f"label_{rank}"], row[f"prob_{rank}"] = predictor.classes[i], round(p, 6)
             rows[index] = row

@@ -190,6 +190,8 @@ def kill_round(
     model: str, folder: Path, photos: list[bytes], concurrency: int, serve_args: list[str], kill_after: int = 50
 ) -> dict:
     """SIGKILL a server mid-load, restart it on the same history, look up every acknowledged diagnosis."""
+    import httpx
+
     data, port = folder / "killed", free_port()
     url = f"http://127.0.0.1:{port}"
     server = start_server(model, data, port, serve_args, folder / "killed.log")
@@ -218,6 +220,7 @@ def kill_round(
     restarted = start_server(model, data, port, serve_args, folder / "restarted.log")
     try:
         stored, missing_photos = stored_diagnoses(url)
+        after = httpx.post(f"{url}/api/v1/diagnose", files=[("files", ("after.jpg", photos[0]))], timeout=60)
     finally:
         restarted.terminate()
         restarted.wait(timeout=30)
@@ -228,7 +231,8 @@ def kill_round(
         "acknowledged_lost": len(lost),
         "photos_missing": missing_photos,
         "integrity_check": integrity,
-        "ok": not lost and missing_photos == 0 and integrity == "ok" and len(acknowledged) > 0,
+        "serves_after_restart": after.status_code == 200,
+        "ok": not lost and missing_photos == 0 and integrity == "ok" and len(acknowledged) > 0 and after.is_success,
     }
 
 

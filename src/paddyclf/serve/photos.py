@@ -25,10 +25,6 @@ STORED_JPEG_QUALITY = 92
 THUMBNAIL_SIDE = 320
 
 
-def upload_error(status: int, filename: str, message: str) -> RequestError:
-    return RequestError(status, message, filename)
-
-
 @dataclass
 class Photo:
     image: Image.Image  # RGB, orientation applied
@@ -90,32 +86,31 @@ def _jpeg(img: Image.Image, quality: int) -> bytes:
 def read_photo(data: bytes, filename: str, max_pixels: int) -> Photo:
     """Decode an upload (see the module docstring); raises :class:`~.errors.RequestError` (4xx) naming the file."""
     if not data:
-        raise upload_error(422, filename, "the file is empty (0 bytes).")
+        raise RequestError(422, "the file is empty (0 bytes).", filename)
     if looks_like_svg(data):
-        raise upload_error(415, filename, "SVG drawings are not accepted; send a photo (JPEG, PNG, HEIC, WebP).")
+        raise RequestError(415, "SVG drawings are not accepted; send a photo (JPEG, PNG, HEIC, WebP).", filename)
     register_heif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise upload_error(415, filename, "this is not an image file (send a JPEG, PNG, HEIC or WebP photo).") from None
+        raise RequestError(415, "this is not an image file (send a JPEG, PNG, HEIC or WebP photo).", filename) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise upload_error(413, filename, f"the image has too many pixels (limit {max_pixels / 1e6:g} MP).") from None
+        raise RequestError(413, f"the image has too many pixels (limit {max_pixels / 1e6:g} MP).", filename) from None
     except Exception as exc:  # noqa: BLE001 - any header parser failure is the file's fault
-        raise upload_error(422, filename, f"the image could not be read ({type(exc).__name__}).") from None
+        raise RequestError(422, f"the image could not be read ({type(exc).__name__}).", filename) from None
     with img:
         width, height = img.size
         if width * height > max_pixels:
-            raise upload_error(
-                413, filename, f"the image has {width}x{height} pixels; the limit is {max_pixels / 1e6:g} megapixels."
-            )
+            message = f"the image has {width}x{height} pixels; the limit is {max_pixels / 1e6:g} megapixels."
+            raise RequestError(413, message, filename)
         gps = read_gps(img)
         try:
             img.load()
             rgb = to_rgb(ImageOps.exif_transpose(img))
         except Exception as exc:  # noqa: BLE001 - truncated data, bad Huffman tables, ...
-            raise upload_error(422, filename, f"the image is truncated or corrupt ({exc}).") from None
+            raise RequestError(422, f"the image is truncated or corrupt ({exc}).", filename) from None
     jpeg = _jpeg(rgb, STORED_JPEG_QUALITY)
     thumb = rgb.copy()
     thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))

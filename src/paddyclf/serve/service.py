@@ -133,11 +133,7 @@ class DiagnosisService:
 
     def _run_batch(self, images: torch.Tensor) -> list[tuple[np.ndarray, float | None, str]]:
         diagnosis = self.predictor.diagnose(images)
-        scores = diagnosis.ood_scores if diagnosis.ood_scores is not None else [None] * len(images)
-        return [
-            (p, None if s is None else float(s), status)
-            for p, s, status in zip(diagnosis.probabilities, scores, diagnosis.statuses, strict=True)
-        ]
+        return list(zip(diagnosis.probabilities, diagnosis.scores(), diagnosis.statuses, strict=True))
 
     def model_info(self) -> dict:
         trust = self.predictor.trust
@@ -167,8 +163,10 @@ class DiagnosisService:
         """
         if not uploads:
             raise RequestError(422, "No photo was sent (multipart field 'files').")
-        photos = [read_photo(data, display_name(name), self.config.max_pixels) for name, data in uploads]
         names = [display_name(name) for name, _ in uploads]
+        photos = [
+            read_photo(data, name, self.config.max_pixels) for name, (_, data) in zip(names, uploads, strict=True)
+        ]
         futures: list[Future] = [self.batcher.submit(self.transform(photo.image)) for photo in photos]
         return [self._store(name, photo, f.result()) for name, photo, f in zip(names, photos, futures, strict=True)]
 

@@ -236,11 +236,6 @@ class Store:
             ).fetchall()
         return [row_to_record(r) for r in rows], total
 
-    def predicted_labels(self) -> list[str]:
-        with self.lock:
-            rows = self.connection.execute("SELECT DISTINCT predicted FROM diagnoses ORDER BY predicted").fetchall()
-        return [r[0] for r in rows]
-
     def review(self, diagnosis_id: int, label: str) -> dict | None:
         """Record an expert's label (confirming or correcting); None when there is no such diagnosis."""
         now = utc_now()
