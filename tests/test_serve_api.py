@@ -23,7 +23,7 @@ from paddyclf.errors import UserError
 from paddyclf.serve.app import BodyLimit, create_app
 from paddyclf.serve.batching import DynamicBatcher
 from paddyclf.serve.config import ServeConfig
-from paddyclf.serve.service import DiagnosisService, load_class_info
+from paddyclf.serve.service import DiagnosisService, load_class_info, percent_text
 from paddyclf.serve.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, NewDiagnosis, Store, connect, migrate
 
 TOKEN = "expert-token-123"
@@ -378,6 +378,9 @@ def test_class_info_is_shown_for_an_answer_and_escaped(make_client, leaves, tmp_
         {"heading": "Advice", "text": "ask an agronomist"},
     ]
     assert answer["verdict"]["headline"] == f"Most likely {names[0]} (90.0%)."
+    sure = service.describe(answer | {"top_k": [{"label": names[0], "probability": 0.99996}]})
+    assert sure["verdict"]["headline"] == f"Most likely {names[0]} (over 99.9%)."  # never 100.0%
+    assert [percent_text(p) for p in (0.0, 0.0001, 0.0123, 0.9994)] == ["0.0%", "under 0.1%", "1.2%", "99.9%"]
     unsure = service.describe(service.store.get(record["id"]) | {"status": "unsure"})
     assert unsure["class_info"] == [] and "closer photo" in unsure["verdict"]["advice"]
     from paddyclf.serve.app import templates

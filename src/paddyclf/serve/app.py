@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from .config import ServeConfig
 from .errors import RequestError
-from .service import DiagnosisService
+from .service import DiagnosisService, percent_text
 from .store import STATUSES, Filters
 
 HERE = Path(__file__).parent
@@ -48,6 +48,7 @@ SECURITY_HEADERS = [
 ]
 
 templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
+templates.filters["percent"] = percent_text
 bearer = HTTPBearer(auto_error=False, description="the server's review token")
 
 

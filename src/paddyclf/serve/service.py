@@ -48,7 +48,7 @@ class VerdictText:
 
 
 VERDICT_TEXT = {
-    OK: VerdictText("answer", "Most likely {label} ({percent:.1f}%).", "", ""),
+    OK: VerdictText("answer", "Most likely {label} ({percent}).", "", ""),
     UNSURE: VerdictText(
         "not sure",
         "Not sure.",
@@ -62,6 +62,15 @@ VERDICT_TEXT = {
         "Photograph one rice leaf so that it fills the frame, in daylight.",
     ),
 }
+
+
+def percent_text(probability: float) -> str:
+    """A probability as people read it, to 0.1%; never "100.0%" (or "0.0%"), which no model should claim."""
+    if probability >= 0.9995:
+        return "over 99.9%"
+    if 0 < probability < 0.0005:
+        return "under 0.1%"
+    return f"{100 * probability:.1f}%"
 
 
 def load_class_info(path: str | None, classes: list[str]) -> dict[str, list[tuple[str, str]]]:
@@ -184,11 +193,10 @@ class DiagnosisService:
         """A stored record as the API and the pages show it: URLs, the verdict in words, the class text."""
         sha, status, best = record["photo_sha256"], record["status"], record["top_k"][0]
         text = VERDICT_TEXT.get(status, VERDICT_TEXT[UNSURE])
-        percent = 100 * best["probability"]
         verdict = {
             "status": status,
             "badge": text.badge,
-            "headline": text.headline.format(label=best["label"], percent=percent),
+            "headline": text.headline.format(label=best["label"], percent=percent_text(best["probability"])),
             "detail": text.detail,
             "advice": text.advice,
         }
