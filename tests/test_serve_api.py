@@ -140,6 +140,19 @@ def test_bad_history_queries_get_a_422_json_error(client, query):
     assert reply.status_code == 422 and reply.json()["error"]
 
 
+def test_ids_and_pages_past_sqlites_64_bit_integers_are_not_found_not_a_500(client, leaves):
+    diagnose(client, leaves[0])
+    huge = 10**20  # sqlite3 raises OverflowError on anything past 2**63 - 1
+    for url in (f"/api/v1/diagnoses/{huge}", f"/api/v1/diagnoses/{huge}/gradcam.png", "/api/v1/diagnoses/-1"):
+        reply = client.get(url)
+        assert reply.status_code == 404 and "no diagnosis" in reply.json()["error"], url
+    label = client.get("/api/v1/model").json()["classes"][0]
+    assert client.post(f"/api/v1/diagnoses/{huge}/review", json={"label": label}, headers=AUTH).status_code == 404
+    page = client.get(f"/api/v1/diagnoses?page={huge}").json()
+    assert page["items"] == [] and page["total"] >= 1
+    assert client.get(f"/history?page={huge}").status_code == 200
+
+
 def test_review_needs_the_token_and_a_known_label(client, leaves):
     (record,) = diagnose(client, leaves[0])
     url, label = f"/api/v1/diagnoses/{record['id']}/review", client.get("/api/v1/model").json()["classes"][-1]
@@ -149,6 +162,8 @@ def test_review_needs_the_token_and_a_known_label(client, leaves):
     assert client.post(url, json={"label": label}, headers={"Authorization": TOKEN}).status_code == 401
     assert client.post(url, json={"label": "Rust"}, headers=AUTH).status_code == 422
     assert client.post(url, json={"name": label}, headers=AUTH).status_code == 422
+    broken = client.post(url, content=b'{"label":', headers=AUTH | {"Content-Type": "application/json"})
+    assert broken.status_code == 422 and "not valid JSON" in broken.json()["error"]
     assert client.post("/api/v1/diagnoses/999/review", json={"label": label}, headers=AUTH).status_code == 404
     assert client.get(f"/api/v1/diagnoses/{record['id']}").json()["reviewed_label"] is None  # nothing written so far
     done = client.post(url, json={"label": label}, headers=AUTH)

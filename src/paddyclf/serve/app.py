@@ -130,6 +130,9 @@ def error_body(exc: StarletteHTTPException, config: ServeConfig) -> dict:
 def validation_message(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
+        if error.get("type") == "json_invalid":  # its loc is ("body", character offset), not a field
+            parts.append(f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'invalid')})")
+            continue
         where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
         parts.append(f"{where or 'request'}: {error.get('msg', 'invalid')}")
     return "Invalid request: " + "; ".join(parts) + "."

@@ -79,6 +79,14 @@ COLUMNS = (
 )
 
 
+# SQLite's INTEGER (and so a rowid) is a signed 64-bit number; sqlite3 raises OverflowError beyond it.
+MAX_ROW_ID = 2**63 - 1
+
+
+def is_row_id(value: int) -> bool:
+    return 1 <= value <= MAX_ROW_ID
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -221,6 +229,8 @@ class Store:
         return row_to_record(row)
 
     def get(self, diagnosis_id: int) -> dict | None:
+        if not is_row_id(diagnosis_id):
+            return None
         with self.lock:
             row = self.connection.execute(f"SELECT {COLUMNS} FROM diagnoses WHERE id = ?", (diagnosis_id,)).fetchone()
         return row_to_record(row) if row else None
@@ -230,6 +240,8 @@ class Store:
         where, values = (filters or Filters()).where()
         with self.lock:
             total = self.connection.execute(f"SELECT COUNT(*) FROM diagnoses{where}", values).fetchone()[0]
+            if (page - 1) * per_page >= total:  # past the end; also keeps huge pages out of SQLite's int64
+                return [], total
             rows = self.connection.execute(
                 f"SELECT {COLUMNS} FROM diagnoses{where} ORDER BY id DESC LIMIT ? OFFSET ?",
                 [*values, per_page, (page - 1) * per_page],
@@ -238,6 +250,8 @@ class Store:
 
     def review(self, diagnosis_id: int, label: str) -> dict | None:
         """Record an expert's label (confirming or correcting); None when there is no such diagnosis."""
+        if not is_row_id(diagnosis_id):
+            return None
         now = utc_now()
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM diagnoses WHERE id = ?", (diagnosis_id,)).fetchone() is None:
