@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 
@@ -524,6 +526,22 @@ def test_a_row_is_committed_before_add_returns(tmp_path):
     assert other.execute("SELECT original_name FROM diagnoses WHERE id = ?", (record["id"],)).fetchone() == ("x.jpg",)
     other.close()
     store.close()
+
+
+def test_a_photo_is_fsynced_to_disk_before_its_row_is_committed(client, leaves, monkeypatch):
+    """A power cut after the reply must not leave a row whose photo was still in the page cache."""
+    events, real_fsync = [], os.fsync
+    service = client.app.state.service
+    real_add = service.store.add
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + ("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(service.store, "add", lambda new: (events.append("commit row"), real_add(new))[1])
+    diagnose(client, leaves[0])
+    assert events == ["fsync file", "fsync folder", "fsync file", "fsync folder", "commit row"]  # photo, thumbnail
 
 
 # --------------------------------------------------------------------------- CLI

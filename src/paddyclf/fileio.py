@@ -35,6 +35,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     return Path(path)
 
 
+def write_bytes_durably(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and on disk before returning: the file and then its folder are
+    fsynced, so a power cut right after cannot lose it (a database row that names it may follow)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself
+    finally:
+        os.close(folder)
+    return path
+
+
 def write_json(path: str | Path, data: object) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 

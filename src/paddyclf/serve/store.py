@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import write_bytes_durably
 
 DATABASE_NAME = "diagnoses.sqlite3"
 STATUSES = ("ok", "unsure", "out_of_distribution")
@@ -198,12 +198,11 @@ class Store:
         return self.root / kind / sha256[:2] / f"{sha256}.jpg"
 
     def save_photo(self, sha256: str, jpeg: bytes, thumbnail: bytes) -> None:
+        """Write a photo and its thumbnail (unless stored already), on disk before the row that names them."""
         for kind, data in (("photos", jpeg), ("thumbs", thumbnail)):
             path = self.photo_path(sha256, kind)
             if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(path) as tmp:
-                    tmp.write_bytes(data)
+                write_bytes_durably(path, data)
 
     # ------------------------------------------------------------------ rows
 
