@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -22,11 +23,21 @@ from serve_helpers import bad_uploads, photo_with_exif, upload
 
 from paddyclf.cli import main
 from paddyclf.errors import UserError
+from paddyclf.serve import store as store_module
 from paddyclf.serve.app import BodyLimit, create_app
 from paddyclf.serve.batching import DynamicBatcher
 from paddyclf.serve.config import ServeConfig
 from paddyclf.serve.service import DiagnosisService, load_class_info, percent_text
-from paddyclf.serve.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, NewDiagnosis, Store, connect, migrate
+from paddyclf.serve.store import (
+    DATABASE_NAME,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    DiskFullError,
+    NewDiagnosis,
+    Store,
+    connect,
+    migrate,
+)
 
 TOKEN = "expert-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -542,6 +553,34 @@ def test_a_photo_is_fsynced_to_disk_before_its_row_is_committed(client, leaves, 
     monkeypatch.setattr(service.store, "add", lambda new: (events.append("commit row"), real_add(new))[1])
     diagnose(client, leaves[0])
     assert events == ["fsync file", "fsync folder", "fsync file", "fsync folder", "commit row"]  # photo, thumbnail
+
+
+def test_a_full_disk_is_a_507_naming_the_photo_and_serving_goes_on(client, leaves, monkeypatch):
+    store = client.app.state.service.store
+    diagnose(client, leaves[0])
+    # SQLite's own "database or disk is full": the database may not grow, and its pages fill up
+    pages = store.connection.execute("PRAGMA page_count").fetchone()[0]
+    store.connection.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(DiskFullError):
+        for _ in range(10_000):
+            store.add(new_diagnosis())
+    stored = client.get("/api/v1/diagnoses").json()["total"]
+    refused = [client.post("/api/v1/diagnose", files=[upload("leaf.jpg", leaves[1].read_bytes())])]
+    store.connection.execute("PRAGMA max_page_count = 1073741823")
+    # and the photo files: ENOSPC
+    monkeypatch.setattr(store_module, "write_bytes_durably", disk_is_full)
+    refused.append(client.post("/api/v1/diagnose", files=[upload("new.jpg", leaves[4].read_bytes())]))
+    monkeypatch.undo()
+
+    for reply in refused:
+        error = reply.json()
+        assert reply.status_code == 507 and "disk is full" in error["error"] and error["file"], error
+    assert client.get("/api/v1/diagnoses").json()["total"] == stored  # no half-written row
+    assert diagnose(client, leaves[4])[0]["id"] > 0  # space again: serving goes on, the transaction was undone
+
+
+def disk_is_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 # --------------------------------------------------------------------------- CLI

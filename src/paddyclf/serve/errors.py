@@ -1,4 +1,5 @@
-"""The one error type of the web app's plain functions: an HTTP status (4xx) and a message for people."""
+"""The one error type of the web app's plain functions: an HTTP status (4xx; 507 for a full disk) and a message for
+people."""
 
 from __future__ import annotations
 

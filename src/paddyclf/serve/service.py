@@ -30,7 +30,7 @@ from .batching import DynamicBatcher
 from .config import ServeConfig
 from .errors import RequestError
 from .photos import Photo, read_photo
-from .store import STATUSES, Filters, NewDiagnosis, Store
+from .store import STATUSES, DiskFullError, Filters, NewDiagnosis, Store
 
 MAX_PER_PAGE = 100
 SHA256_PATTERN = r"[0-9a-f]{64}"
@@ -183,11 +183,16 @@ class DiagnosisService:
         probabilities, ood_score, status = result
         order = np.argsort(-probabilities)[: self.config.top_k]
         top_k = [(self.classes[i], round(float(probabilities[i]), 6)) for i in order]
-        self.store.save_photo(photo.sha256, photo.jpeg, photo.thumbnail)
         new = NewDiagnosis(
             photo.sha256, name, *photo.image.size, top_k, status, ood_score, self.model_sha256, photo.gps
         )
-        return self.describe(self.store.add(new))
+        try:
+            self.store.save_photo(photo.sha256, photo.jpeg, photo.thumbnail)
+            record = self.store.add(new)
+        except DiskFullError as exc:
+            message = f"The server's disk is full ({exc}); this photo was not stored. Free space in its --data-dir."
+            raise RequestError(507, message, name) from None
+        return self.describe(record)
 
     def describe(self, record: dict) -> dict:
         """A stored record as the API and the pages show it: URLs, the verdict in words, the class text."""

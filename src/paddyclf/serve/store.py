@@ -15,6 +15,7 @@ and never used as paths.
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 import threading
@@ -85,6 +86,26 @@ MAX_ROW_ID = 2**63 - 1
 
 def is_row_id(value: int) -> bool:
     return 1 <= value <= MAX_ROW_ID
+
+
+class DiskFullError(Exception):
+    """The disk (or quota) under the history is full: the photo or its row could not be written."""
+
+
+def disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def disk_full_as_error() -> Iterator[None]:
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as exc:
+        if disk_full(exc):
+            raise DiskFullError(str(exc)) from exc
+        raise
 
 
 def utc_now() -> str:
@@ -187,10 +208,11 @@ class Store:
             self.connection.execute("BEGIN IMMEDIATE")
             try:
                 yield self.connection
+                self.connection.execute("COMMIT")
             except BaseException:
-                self.connection.execute("ROLLBACK")
+                if self.connection.in_transaction:  # also when COMMIT itself failed (a full disk)
+                    self.connection.execute("ROLLBACK")
                 raise
-            self.connection.execute("COMMIT")
 
     # ------------------------------------------------------------------ photos
 
@@ -202,7 +224,8 @@ class Store:
         for kind, data in (("photos", jpeg), ("thumbs", thumbnail)):
             path = self.photo_path(sha256, kind)
             if not path.is_file():
-                write_bytes_durably(path, data)
+                with disk_full_as_error():
+                    write_bytes_durably(path, data)
 
     # ------------------------------------------------------------------ rows
 
@@ -216,7 +239,7 @@ class Store:
     def add(self, new: NewDiagnosis) -> dict:
         """Insert and commit one diagnosis; returns the stored record (with its ``id``)."""
         (predicted, confidence), top_k = new.top_k[0], json.dumps([[label, p] for label, p in new.top_k])
-        with self.transaction() as db:
+        with disk_full_as_error(), self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO diagnoses (created_at, photo_sha256, original_name, width, height, predicted, "
                 "confidence, status, ood_score, top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude) "
