@@ -24,7 +24,7 @@ from serve_helpers import bad_uploads, photo_with_exif, upload
 from paddyclf.cli import main
 from paddyclf.errors import UserError
 from paddyclf.serve import store as store_module
-from paddyclf.serve.app import BodyLimit, create_app
+from paddyclf.serve.app import BodyLimit, breakable, create_app
 from paddyclf.serve.batching import DynamicBatcher
 from paddyclf.serve.config import ServeConfig
 from paddyclf.serve.service import DiagnosisService, load_class_info, percent_text
@@ -278,6 +278,11 @@ def test_a_declared_oversize_body_is_refused_before_reading():
     scope = {"type": "http", "headers": [(b"content-length", b"999999999")]}
     asyncio.run(BodyLimit(app, 10_000, {"error": "too large"})(scope, receive, send))
     assert messages[0]["status"] == 413 and json.loads(messages[1]["body"]) == {"error": "too large"} and not read
+
+
+def test_class_names_wrap_at_underscores_and_stay_escaped():
+    assert str(breakable("bacterial_leaf_blight")) == "bacterial_<wbr>leaf_<wbr>blight"
+    assert str(breakable("<b>_x")) == "&lt;b&gt;_<wbr>x"
 
 
 def test_a_script_in_a_filename_is_escaped_on_every_page(client, leaves):

@@ -4,7 +4,8 @@ Opens the diagnose page at a phone viewport (390 x 844), a small phone (360 x 74
 uploads a leaf and a photo that is not a leaf, reads the cards and their verdicts, toggles Grad-CAM, then
 opens History and reviews a photo with the token. Screenshots go to the test's folder, and to $PADDYCLF_SCREENSHOTS when
 set. docs/serve_phone.png, shown in the README, is this test's phone screenshot with a model trained on
-real photos: PADDYCLF_SCREENSHOTS=docs PADDYCLF_BROWSER_MODEL=<rice5 .pt> PADDYCLF_BROWSER_LEAF=<a photo>.
+real photos: PADDYCLF_SCREENSHOTS=docs PADDYCLF_BROWSER_MODEL=<rice5 .pt> PADDYCLF_BROWSER_LEAF=<a photo>
+(any model file works; an export has no Grad-CAM button).
 `.ci/run` installs the browser; elsewhere the test skips without it unless $PADDYCLF_REQUIRE_BROWSER is set.
 """
 
@@ -40,6 +41,10 @@ def non_leaf_photo() -> Path:
     from sklearn.datasets import images
 
     return Path(images.__file__).parent / "china.jpg"
+
+
+def serves_checkpoint() -> bool:
+    return Path(os.environ.get("PADDYCLF_BROWSER_MODEL") or "checkpoint.pt").suffix == ".pt"
 
 
 @pytest.fixture(scope="module")
@@ -134,17 +139,21 @@ def test_diagnose_and_review_in_a_real_browser(server, browser_factory, tiny_dat
     china = next(c for c in cards if c.find_element(By.CSS_SELECTOR, ".file").text == "china.jpg")
     if "status-ok" not in china.get_attribute("class"):
         assert china.find_element(By.CSS_SELECTOR, ".advice").text.startswith("What to do:")
-    # Grad-CAM (the server runs a checkpoint): the thumbnail swaps for the overlay and back
+    # Grad-CAM for a checkpoint: the thumbnail swaps for the overlay and back (an export has no button)
     card = cards[0]
     img = card.find_element(By.CSS_SELECTOR, "img")
-    card.find_element(By.CSS_SELECTOR, ".toggle-gradcam").click()
-    wait.until(
-        lambda d: (
-            "gradcam.png" in img.get_attribute("src") and d.execute_script("return arguments[0].naturalWidth", img) > 0
+    if not serves_checkpoint():
+        assert not card.find_elements(By.CSS_SELECTOR, ".toggle-gradcam")
+    else:
+        card.find_element(By.CSS_SELECTOR, ".toggle-gradcam").click()
+        wait.until(
+            lambda d: (
+                "gradcam.png" in img.get_attribute("src")
+                and d.execute_script("return arguments[0].naturalWidth", img) > 0
+            )
         )
-    )
-    card.find_element(By.CSS_SELECTOR, ".toggle-gradcam").click()
-    assert "/thumbs/" in img.get_attribute("src")
+        card.find_element(By.CSS_SELECTOR, ".toggle-gradcam").click()
+        assert "/thumbs/" in img.get_attribute("src")
     assert driver.execute_script("return document.documentElement.scrollWidth") <= width  # nothing off-screen
     save(driver, f"serve_{viewport}", tmp_path)
 

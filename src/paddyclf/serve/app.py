@@ -22,6 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -49,6 +50,15 @@ SECURITY_HEADERS = [
 
 templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
 templates.filters["percent"] = percent_text
+
+
+def breakable(text: str) -> Markup:
+    """``text`` escaped, with a line-break opportunity after each underscore: a class name such as
+    bacterial_leaf_blight wraps between its words on a phone, not in the middle of one."""
+    return escape(text).replace("_", Markup("_<wbr>"))
+
+
+templates.filters["breakable"] = breakable
 bearer = HTTPBearer(auto_error=False, description="the server's review token")
 
 
