@@ -562,15 +562,18 @@ def test_a_photo_is_fsynced_to_disk_before_its_row_is_committed(client, leaves, 
 
 def test_a_full_disk_is_a_507_naming_the_photo_and_serving_goes_on(client, leaves, monkeypatch):
     store = client.app.state.service.store
-    diagnose(client, leaves[0])
+    (first,) = diagnose(client, leaves[0])
     # SQLite's own "database or disk is full": the database may not grow, and its pages fill up
     pages = store.connection.execute("PRAGMA page_count").fetchone()[0]
     store.connection.execute(f"PRAGMA max_page_count = {pages}")
-    with pytest.raises(DiskFullError):
-        for _ in range(10_000):
-            store.add(new_diagnosis())
+    filler = store.add(new_diagnosis())["id"]
+    for write in (lambda: store.add(new_diagnosis()), lambda: store.review(filler, first["predicted"])):
+        with pytest.raises(DiskFullError):  # fill the diagnoses' pages, then the reviews'
+            for _ in range(10_000):
+                write()
     stored = client.get("/api/v1/diagnoses").json()["total"]
     refused = [client.post("/api/v1/diagnose", files=[upload("leaf.jpg", leaves[1].read_bytes())])]
+    review = client.post(f"/api/v1/diagnoses/{first['id']}/review", json={"label": first["predicted"]}, headers=AUTH)
     store.connection.execute("PRAGMA max_page_count = 1073741823")
     # and the photo files: ENOSPC
     monkeypatch.setattr(store_module, "write_bytes_durably", disk_is_full)
@@ -580,7 +583,9 @@ def test_a_full_disk_is_a_507_naming_the_photo_and_serving_goes_on(client, leave
     for reply in refused:
         error = reply.json()
         assert reply.status_code == 507 and "disk is full" in error["error"] and error["file"], error
+    assert review.status_code == 507 and "nothing was changed" in review.json()["error"]
     assert client.get("/api/v1/diagnoses").json()["total"] == stored  # no half-written row
+    assert client.get(f"/api/v1/diagnoses/{first['id']}").json()["reviewed_label"] is None
     assert diagnose(client, leaves[4])[0]["id"] > 0  # space again: serving goes on, the transaction was undone
 
 

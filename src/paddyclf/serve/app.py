@@ -31,7 +31,7 @@ from .. import __version__
 from .config import ServeConfig
 from .errors import RequestError
 from .service import DiagnosisService, percent_text
-from .store import STATUSES, Filters
+from .store import STATUSES, DiskFullError, Filters
 
 HERE = Path(__file__).parent
 SETTINGS_ENVIRONMENT_VARIABLE = "PADDYCLF_SERVE_SETTINGS"  # how uvicorn's worker processes get the settings
@@ -183,6 +183,10 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:
         headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(DiskFullError)
+    async def disk_full(_: Request, exc: DiskFullError) -> JSONResponse:  # a review, say; a photo names its file
+        return JSONResponse({"error": f"The server's disk is full ({exc}); nothing was changed."}, status_code=507)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

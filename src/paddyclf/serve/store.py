@@ -204,7 +204,7 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
+        with self.lock, disk_full_as_error():
             self.connection.execute("BEGIN IMMEDIATE")
             try:
                 yield self.connection
@@ -239,7 +239,7 @@ class Store:
     def add(self, new: NewDiagnosis) -> dict:
         """Insert and commit one diagnosis; returns the stored record (with its ``id``)."""
         (predicted, confidence), top_k = new.top_k[0], json.dumps([[label, p] for label, p in new.top_k])
-        with disk_full_as_error(), self.transaction() as db:
+        with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO diagnoses (created_at, photo_sha256, original_name, width, height, predicted, "
                 "confidence, status, ood_score, top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude) "
