@@ -18,8 +18,8 @@ def upload(name: str, data: bytes, mime: str = "image/jpeg") -> tuple[str, tuple
     return ("files", (name, data, mime))
 
 
-def photo_with_exif(size: tuple[int, int] = (60, 40), orientation: int = 6) -> bytes:
-    """A JPEG whose EXIF says 'rotate 90 degrees' and carries a GPS position (14.5 S, 121.26 E) and a camera make."""
+def phone_exif(orientation: int) -> bytes:
+    """EXIF as a phone writes it: an orientation, a camera make (TestCam) and a GPS position (14.5 S, 121.26 E)."""
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = orientation
     exif[ExifTags.Base.Make] = "TestCam"
@@ -29,8 +29,13 @@ def photo_with_exif(size: tuple[int, int] = (60, 40), orientation: int = 6) -> b
         ExifTags.GPS.GPSLongitudeRef: "E",
         ExifTags.GPS.GPSLongitude: (121.0, 15.0, 36.0),
     }
+    return exif.tobytes()
+
+
+def photo_with_exif(size: tuple[int, int] = (60, 40), orientation: int = 6) -> bytes:
+    """A plain JPEG with :func:`phone_exif` (by default saying 'rotate 90 degrees')."""
     buffer = io.BytesIO()
-    Image.new("RGB", size, (40, 130, 40)).save(buffer, "JPEG", exif=exif.tobytes())
+    Image.new("RGB", size, (40, 130, 40)).save(buffer, "JPEG", exif=phone_exif(orientation))
     return buffer.getvalue()
 
 

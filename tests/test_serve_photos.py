@@ -7,7 +7,8 @@ import io
 
 import numpy as np
 import pytest
-from PIL import ExifTags, Image
+from PIL import Image
+from serve_helpers import phone_exif
 
 from paddyclf.serve.photos import read_photo, strip_jpeg_metadata
 
@@ -26,20 +27,11 @@ def leaf_picture(size: tuple[int, int] = (96, 64)) -> Image.Image:
 def phone_jpeg(orientation: int = 1, **save_options) -> bytes:
     """A JPEG as phones write them: EXIF with GPS and a camera, XMP, a comment, an ICC profile, and
     a second picture (an MPF preview) after the end of the first."""
-    exif = Image.Exif()
-    exif[ExifTags.Base.Make] = "TestCam"
-    exif[ExifTags.Base.Orientation] = orientation
-    exif[ExifTags.IFD.GPSInfo] = {
-        ExifTags.GPS.GPSLatitudeRef: "S",
-        ExifTags.GPS.GPSLatitude: (14.0, 30.0, 0.0),
-        ExifTags.GPS.GPSLongitudeRef: "E",
-        ExifTags.GPS.GPSLongitude: (121.0, 15.0, 36.0),
-    }
     buffer = io.BytesIO()
     first, preview = leaf_picture(), leaf_picture((32, 24))
     first.save(
-        buffer, "MPO", save_all=True, append_images=[preview], exif=exif.tobytes(), xmp=XMP, comment=b"shot on a farm",
-        icc_profile=b"\0" * 128, **save_options,
+        buffer, "MPO", save_all=True, append_images=[preview], exif=phone_exif(orientation), xmp=XMP,
+        comment=b"shot on a farm", icc_profile=b"\0" * 128, **save_options,
     )  # fmt: skip
     return buffer.getvalue()
 
