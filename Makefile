@@ -22,8 +22,10 @@ $(VENV)/.installed-all: $(VENV)/.installed
 demo: install
 	$(BIN)/paddyclf demo
 
+# ruff, then the layers of docs/ARCHITECTURE.md and no import cycles (import-linter, pyproject.toml)
 lint: install
 	$(BIN)/ruff check src tests *.py
+	$(BIN)/lint-imports
 
 test: install-all lint
 	$(BIN)/python -m pytest

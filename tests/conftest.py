@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from paddyclf.synthetic import make_dataset
+from paddyclf.data.synthetic import make_dataset
 
 TEST_THREADS = 2
 torch.set_num_threads(TEST_THREADS)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paddyclf import dedupe
 from paddyclf.benchmarks.dedupe import COPY_KINDS, plant_copies, planted_set, score_grouping
 from paddyclf.cli import main
-from paddyclf.synthetic import CLASSES, render_image, render_lab_photo
+from paddyclf.data import dedupe
+from paddyclf.data.synthetic import CLASSES, render_image, render_lab_photo
 
 
 def field_photo(k: int) -> Image.Image:

@@ -8,8 +8,8 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from paddyclf.augment import LinearColorJitter
-from paddyclf.synthetic import render_image
+from paddyclf.data.augment import LinearColorJitter
+from paddyclf.data.synthetic import render_image
 
 JITTER = {"brightness": 0.2, "contrast": 0.2, "saturation": 0.15, "hue": 0.02}
 

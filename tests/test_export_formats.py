@@ -16,11 +16,11 @@ pytest.importorskip("litert_torch")
 from paddyclf.checkpoint import load_checkpoint  # noqa: E402
 from paddyclf.cli import main  # noqa: E402
 from paddyclf.data import Sample, make_loader  # noqa: E402
+from paddyclf.data.nonleaf import make_nonleaf_images  # noqa: E402
 from paddyclf.errors import UserError  # noqa: E402
 from paddyclf.export import FORMATS, ExportOptions, export_model  # noqa: E402
 from paddyclf.inference import load_predictor  # noqa: E402
-from paddyclf.nonleaf import make_nonleaf_images  # noqa: E402
-from paddyclf.runtimes import read_sidecar, sidecar_path  # noqa: E402
+from paddyclf.inference.runtimes import read_sidecar, sidecar_path  # noqa: E402
 
 NAME = "MobileNetV3_Small_BoT_Linear"
 FLOAT_FORMATS = [f for f, spec in FORMATS.items() if not spec.int8]

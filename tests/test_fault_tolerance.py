@@ -15,7 +15,7 @@ import torch
 from conftest import tiny_args
 
 from paddyclf.cli import main
-from paddyclf.train import HISTORY_KEYS
+from paddyclf.training.run import HISTORY_KEYS
 
 NAME = "MobileNetV3_Small_BoT_Linear"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
@@ -162,7 +162,7 @@ def test_torchrun_two_processes_with_ema_report_the_metrics_of_a_single_process_
     metrics = json.loads((tmp_path / "results" / f"{NAME}_metrics.json").read_text())
     assert metrics["processes"] == 2
     from paddyclf.data import load_label2id, load_splits
-    from paddyclf.evaluate import run_evaluation
+    from paddyclf.inference.evaluate import run_evaluation
 
     valid = load_splits(tiny_data / "metadata.csv", load_label2id(tiny_data / "label2id.json"), 42, {"valid": 7})[
         "valid"

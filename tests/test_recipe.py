@@ -10,8 +10,9 @@ from conftest import tiny_args
 
 from paddyclf.benchmarks.recipe import run_recipe_benchmark
 from paddyclf.cli import build_parser, main
-from paddyclf.config import TrainConfig, config_from_args
-from paddyclf.recipe import RECIPES, BatchMixer, make_scheduler
+from paddyclf.options import config_from_args
+from paddyclf.training.config import TrainConfig
+from paddyclf.training.recipe import RECIPES, BatchMixer, make_scheduler
 
 NAME = "MobileNetV3_Small_BoT_Linear"
 FAST = ("--epochs", "1", "--train-limit", "16", "--valid-limit", "8", "--patience", "0")

@@ -21,14 +21,14 @@ from paddyclf.data import (
     DecodedCache,
     Normalization,
     Sample,
-    _single_thread_worker,
     build_transform,
     load_image,
     make_loader,
     stack_images,
 )
-from paddyclf.engine import to_device
-from paddyclf.synthetic import make_photo_folder
+from paddyclf.data.loaders import _single_thread_worker
+from paddyclf.data.synthetic import make_photo_folder
+from paddyclf.training.engine import to_device
 
 ROOT = Path(__file__).resolve().parents[1]
 NORM = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

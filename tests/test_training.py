@@ -12,9 +12,9 @@ import torch
 from conftest import tiny_args
 
 from paddyclf.cli import main
-from paddyclf.config import TrainConfig
 from paddyclf.models import create_model
-from paddyclf.train import HISTORY_KEYS, parameter_groups
+from paddyclf.training.config import TrainConfig
+from paddyclf.training.run import HISTORY_KEYS, parameter_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = [

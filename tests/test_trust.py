@@ -11,7 +11,14 @@ import pytest
 import torch
 from conftest import tiny_args
 
-from paddyclf.calibration import (
+from paddyclf.checkpoint import load_checkpoint, model_from_checkpoint
+from paddyclf.cli import main
+from paddyclf.data import Sample, make_loader
+from paddyclf.data.nonleaf import KINDS, make_nonleaf_images
+from paddyclf.data.synthetic import make_dataset
+from paddyclf.inference import load_predictor
+from paddyclf.trust import OK, OUT_OF_DISTRIBUTION, UNSURE, Trust, verdicts
+from paddyclf.trust.calibration import (
     brier_score,
     calibrated_probabilities,
     choose_threshold,
@@ -20,14 +27,7 @@ from paddyclf.calibration import (
     negative_log_likelihood,
     risk_coverage,
 )
-from paddyclf.checkpoint import load_checkpoint, model_from_checkpoint
-from paddyclf.cli import main
-from paddyclf.data import Sample, make_loader
-from paddyclf.inference import load_predictor
-from paddyclf.nonleaf import KINDS, make_nonleaf_images
-from paddyclf.ood import SCORES, acceptance_threshold, build_score, detection_metrics, fit_feature_statistics
-from paddyclf.synthetic import make_dataset
-from paddyclf.trust import OK, OUT_OF_DISTRIBUTION, UNSURE, Trust, verdicts
+from paddyclf.trust.ood import SCORES, acceptance_threshold, build_score, detection_metrics, fit_feature_statistics
 
 NAME = "MobileNetV3_Small_BoT_Linear"
 
@@ -262,7 +262,7 @@ def test_benchmark_trust_reports_closed_and_open_set(tiny_data, tmp_path, capsys
 
 
 def test_the_ece_of_a_perfect_model_is_the_sampling_noise_of_sparse_bins():
-    from paddyclf.calibration import ece_of_a_perfect_model
+    from paddyclf.trust.calibration import ece_of_a_perfect_model
 
     many = np.tile([[0.7, 0.3]], (20_000, 1))
     few = np.tile([[0.7, 0.3]], (20, 1))
@@ -286,7 +286,7 @@ def test_a_split_without_mistakes_keeps_the_temperature_at_one():
 def test_mahalanobis_with_every_component_is_the_shrunk_covariance_distance():
     from sklearn.covariance import ShrunkCovariance
 
-    from paddyclf.ood import MAHALANOBIS_SHRINKAGE
+    from paddyclf.trust.ood import MAHALANOBIS_SHRINKAGE
 
     rng = np.random.default_rng(1)
     targets = np.repeat(np.arange(2), 40)

@@ -1,7 +1,7 @@
 """``paddyclf benchmark dedupe``: recall on planted copies and false pairs among distinct photos.
 
 Each source photo gets five planted copies (mirror, rotation by 90 degrees, JPEG quality 50, resize
-to half, a random 90% crop). The audit's grouping (:func:`paddyclf.dedupe.find_duplicates`) runs on
+to half, a random 90% crop). The audit's grouping (:func:`paddyclf.data.dedupe.find_duplicates`) runs on
 sources + copies; a copy is found when it lands in its source's group, and a false pair is a group
 holding two different sources. Distinct generated lab photos (thin leaves on white paper, the hard
 case for perceptual hashes) are added as sources. The per-stage measures of copies (hash distance,
@@ -18,10 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .. import dedupe
-from ..data import load_image
-from ..predict import collect_images
-from ..synthetic import render_lab_photo
+from ..data import collect_images, dedupe, load_image
+from ..data.synthetic import render_lab_photo
 from .common import PRINT
 
 COPY_KINDS = ("mirror", "rot90", "jpeg50", "resize50", "crop90")

@@ -1,7 +1,7 @@
 """``paddyclf benchmark recipe``: the guide recipe, each addition alone, and the field recipe, over seeds.
 
 Every variant trains the same model on the same data for the same number of epochs (early
-stopping off), once per seed, through :func:`paddyclf.train.train`. Reported per variant: mean and
+stopping off), once per seed, through :func:`paddyclf.training.train`. Reported per variant: mean and
 standard deviation over seeds of valid accuracy, macro-F1 and NLL of the best checkpoint (chosen
 on valid macro-F1, as the trainer does), the same on the test split when the metadata has one (not
 used for any choice, so not biased by it), and training time; the relative change of the error
@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
-from ..config import TrainConfig
 from ..data import Normalization, load_label2id, load_splits, make_loader
-from ..engine import evaluate
 from ..errors import UserError
 from ..fileio import atomic_write, write_json
-from ..recipe import RECIPE_FIELDS
-from ..train import train
+from ..training.config import TrainConfig
+from ..training.engine import evaluate
+from ..training.recipe import RECIPE_FIELDS
+from ..training.run import train
 from .common import PRINT, environment
 
 # each addition alone, at the value timm's train.py / the papers use for fine-tuning; learning rates

@@ -38,11 +38,10 @@ from urllib.parse import urlsplit
 import numpy as np
 import torch
 
-from ..data import build_transform, load_image
+from ..data import build_transform, collect_images, load_image
 from ..errors import UserError
 from ..fileio import atomic_write, write_json
 from ..inference import load_predictor
-from ..predict import collect_images
 from ..serve.store import DATABASE_NAME
 from .common import PRINT, environment
 

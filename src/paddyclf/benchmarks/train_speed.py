@@ -10,7 +10,7 @@ Both pipelines train the same model with the same batch size, workers and augmen
   naive pipeline carries torchvision's HSV hue jitter, which overstates what the project gains.
 * **project**: JPEG draft-mode decode (DCT-domain downscale), a decoded uint8 cache (built in
   the first epoch, memory-mapped afterwards), Pillow-kernel transforms with the one-pass colour
-  jitter of :mod:`paddyclf.augment`, channels_last model; on CUDA also AMP and pinned memory.
+  jitter of :mod:`paddyclf.data.augment`, channels_last model; on CUDA also AMP and pinned memory.
 
 Reported per batch size: images/s of the input pipeline alone, of the training step alone
 (synthetic tensors), and end to end per epoch (steady state = epochs 2+), with project/naive
@@ -42,16 +42,16 @@ from ..data import (
     Normalization,
     Sample,
     collate_skipping_bad,
+    collect_images,
     decode_size,
     load_label2id,
     load_splits,
     make_loader,
 )
-from ..engine import autocast, autocast_dtype, evaluate, to_device, train_one_epoch
 from ..errors import UserError
 from ..models import create_model
-from ..predict import collect_images
-from ..train import parameter_groups
+from ..training.engine import autocast, autocast_dtype, evaluate, to_device, train_one_epoch
+from ..training.run import parameter_groups
 from .common import PRINT, environment, median_seconds
 
 PIPELINES = ("naive", "plain", "project")
@@ -122,7 +122,7 @@ def step_images_per_second(
 
 def gather_samples(images, metadata, label2id, generate: int, work_dir: Path, seed: int):
     """(train samples, valid samples or [], number of classes) from the options given."""
-    from ..synthetic import make_photo_folder
+    from ..data.synthetic import make_photo_folder
 
     if metadata:
         labels = load_label2id(label2id or Path(metadata).with_name("label2id.json"))

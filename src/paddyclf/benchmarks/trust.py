@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import TrainConfig
 from ..data import SPLIT_ALIASES, load_label2id, read_metadata
+from ..data.nonleaf import make_nonleaf_images
 from ..errors import UserError
-from ..evaluate import run_evaluation
 from ..fileio import atomic_write, write_json
-from ..nonleaf import make_nonleaf_images
-from ..train import train
+from ..inference.evaluate import run_evaluation
+from ..training.config import TrainConfig
+from ..training.run import train
 from .common import PRINT, environment
 
 

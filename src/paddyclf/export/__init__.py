@@ -35,13 +35,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..calibration import calibrated_probabilities
 from ..checkpoint import load_checkpoint
 from ..data import Normalization, load_splits, make_loader, stratified_subset
 from ..errors import UserError
 from ..fileio import write_json
-from ..runtimes import sidecar_path
+from ..inference import load_predictor
+from ..inference.runtimes import sidecar_path
 from ..trust import checkpoint_trust, trusted_model, verdicts
+from ..trust.calibration import calibrated_probabilities
 from .contract import export_metadata
 from .graph import example_batch
 from .to_onnx import write_onnx, write_onnx_int8
@@ -159,7 +160,6 @@ def _move_into_place(staged: Path, output: Path, spec: ExportFormat) -> list[Pat
 
 def parity_check(model, path: Path, size: int, tolerance: float, trust) -> dict:
     """The exported file and PyTorch on one random batch (3 images: not the traced batch size)."""
-    from ..inference import load_predictor
 
     check = example_batch(size, batch=3, seed=1)
     with torch.no_grad():
@@ -189,7 +189,6 @@ def parity_problem(expected: list[np.ndarray], actual: dict, trust, tolerance: f
 
 def int8_gate(model, path: Path, validation: tuple[torch.Tensor, np.ndarray], max_drop: float) -> dict:
     """Accuracy of float PyTorch and of the INT8 file on the validation photos; raise if it drops too far."""
-    from ..inference import load_predictor
 
     images, labels = validation
     predictor = load_predictor(path)

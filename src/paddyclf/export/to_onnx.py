@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..runtimes import ONNX_METADATA_KEY
+from ..inference.runtimes import ONNX_METADATA_KEY
 from .graph import graph_module, output_names
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..runtimes import TORCHSCRIPT_METADATA
+from ..inference.runtimes import TORCHSCRIPT_METADATA
 from .graph import graph_module
 
 

@@ -6,8 +6,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from ..config import option
 from ..errors import UserError
+from ..options import option
 
 TOKEN_ENVIRONMENT_VARIABLE = "PADDYCLF_REVIEW_TOKEN"
 MIN_TOKEN_LENGTH = 8

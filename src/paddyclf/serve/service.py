@@ -260,7 +260,7 @@ class DiagnosisService:
             photo = img.convert("RGB")
         with self._explain_lock:  # Grad-CAM hooks the model: one at a time
             if self._explainer is None:
-                from ..explain import GradCamExplainer
+                from ..inference.explain import GradCamExplainer
 
                 self._explainer = GradCamExplainer(self.config.model)
             _, overlay, _, _ = self._explainer(photo)

@@ -39,8 +39,8 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
-from .data import load_image
-from .fileio import atomic_path
+from ..fileio import atomic_path
+from .images import load_image
 
 HASH_THRESHOLD = 12  # bits of 64; measured on planted copies (crop 90%: up to 12, flips/JPEG/resize: <= 4)
 # stage 2 thresholds, measured on planted copies (`paddyclf benchmark dedupe`, docs/BENCHMARKS.md)

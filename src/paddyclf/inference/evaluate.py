@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .calibration import (
+from ..data import Sample, collect_images, load_label2id, load_splits, make_loader
+from ..errors import UserError
+from ..fileio import atomic_path, write_json
+from ..metrics import classification_metrics
+from ..trust import OK, VERDICTS, Trust, verdicts
+from ..trust.calibration import (
     calibrated_probabilities,
     calibration_metrics,
     plot_reliability,
@@ -27,14 +32,9 @@ from .calibration import (
     risk_coverage,
     select,
 )
-from .data import Sample, load_label2id, load_splits, make_loader
-from .errors import UserError
-from .fileio import atomic_path, write_json
-from .inference import Predictor, load_predictor
-from .metrics import classification_metrics
-from .ood import detection_metrics
-from .predict import collect_images
-from .trust import OK, VERDICTS, Trust, verdicts
+from ..trust.ood import detection_metrics
+from .loading import load_predictor
+from .predictor import Predictor
 
 
 def format_report(report: dict) -> str:
@@ -78,7 +78,7 @@ def per_class_table(per_class: dict) -> str:
 
 
 def plot_confusion(matrix: np.ndarray, names: list[str], path: Path) -> None:
-    from .plots import plt, save_figure
+    from ..plots import plt, save_figure
 
     row_sums = matrix.sum(1, keepdims=True)
     normalised = np.divide(matrix, row_sums, out=np.zeros_like(matrix, dtype=float), where=row_sums > 0)

@@ -13,28 +13,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .data import IMAGE_SUFFIXES, Sample, make_loader
-from .errors import UserError
-from .fileio import atomic_path
-from .inference import load_predictor
-from .trust import MESSAGES
-
-
-def collect_images(paths: list[str | Path]) -> list[Path]:
-    """Files as given, and image files (by suffix) found recursively in folders, in a stable order."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise UserError(f"Folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-            found += files
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise UserError(f"Image path {path} does not exist.")
-    return found
+from ..data import Sample, collect_images, make_loader
+from ..errors import UserError
+from ..fileio import atomic_path
+from ..trust import MESSAGES
+from .loading import load_predictor
 
 
 def predict_files(

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .metrics import classification_metrics
+from ..metrics import classification_metrics
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -44,7 +44,7 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class StepRecipe:
-    """What a training step does beyond forward, backward and the optimizer step (see :mod:`paddyclf.recipe`).
+    """What a training step does beyond forward, backward and the optimizer step (see :mod:`paddyclf.training.recipe`).
 
     ``criterion(logits, targets)``; ``mix(images, labels) -> (images, soft targets)`` or None;
     ``ema.update(model)`` after every optimizer step, or None.

@@ -1,7 +1,7 @@
 """``paddyclf audit``: duplicates, leaks across splits, label conflicts and unreadable files of a dataset.
 
 Reads a ``metadata.csv`` (path,label[,split]), groups exact and near-duplicate photos with
-:mod:`paddyclf.dedupe`, and writes ``audit.csv`` (one row per image: group, path, split, label,
+:mod:`paddyclf.data.dedupe`, and writes ``audit.csv`` (one row per image: group, path, split, label,
 distance), ``audit.json`` (the summary) and ``contact_sheet.png`` (the largest groups that cross
 splits). A group that spans two splits is a leak: the model is scored on photos it trained on.
 """
@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+from ..fileio import atomic_path, write_json
 from . import dedupe
-from .data import SPLIT_ALIASES, load_label2id, read_metadata
-from .errors import UserError
-from .fileio import atomic_path, write_json
+from .images import load_image
+from .metadata import SPLIT_ALIASES, load_label2id, read_metadata
 
 
 @dataclass
@@ -178,8 +179,7 @@ def write_contact_sheet(audit: DatasetAudit, path: Path, max_groups: int = 6, pe
     """One row per group (the largest cross-split groups, else the largest groups), captioned split/label."""
     from PIL import Image
 
-    from .data import load_image
-    from .plots import plt, save_figure
+    from ..plots import plt, save_figure  # imported late: matplotlib costs 0.2 s of start-up
 
     groups = [
         _by_split_in_turn(audit, g) for g in (audit.cross_split_groups() or audit.duplicate_groups())[:max_groups]

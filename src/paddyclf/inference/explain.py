@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import class_names, load_checkpoint, model_from_checkpoint
-from .data import Normalization, build_transform, load_image
-from .errors import UserError
+from ..checkpoint import class_names, load_checkpoint, model_from_checkpoint
+from ..data import Normalization, build_transform, load_image
+from ..errors import UserError
 
 
 def gradcam_target_layer(model: torch.nn.Module) -> torch.nn.Module:
@@ -64,7 +64,7 @@ def explain_images(
     checkpoint: str | Path, images: list[str | Path], output_dir: str | Path = "explanations"
 ) -> list[Path]:
     """One ``<stem>_gradcam.png`` per image: photo, heat map overlay, predicted class and probability."""
-    from .plots import plt, save_figure
+    from ..plots import plt, save_figure
 
     explainer = GradCamExplainer(checkpoint)
     written = []

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .fileio import atomic_path, atomic_write, write_json
+from ..fileio import atomic_path, atomic_write, write_json
 
 CLASSES = ("healthy", "brown_spot", "blast", "leaf_blight")
 
@@ -132,7 +132,7 @@ def render_lab_photo(seed: int, index: int, size: int = 256) -> Image.Image:
 
     Distinct ``index`` values give distinct leaves (spots, width, bend, a slight tilt) in nearly
     the same pose: most of every image is the same white paper, which is what makes such photos
-    look alike to a perceptual hash (the hard negatives of :mod:`paddyclf.audit`).
+    look alike to a perceptual hash (the hard negatives of :mod:`paddyclf.data.audit`).
     """
     rng = np.random.default_rng((seed, 7_000_003, index))
     paper = np.array([rng.uniform(225, 250)] * 3) + rng.normal(0, 3, 3)

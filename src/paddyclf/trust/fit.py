@@ -1,121 +1,33 @@
-"""When the model does not know: the verdict of every prediction, and how a checkpoint learns it.
+"""How a checkpoint learns when it does not know: the temperature, the OOD statistics and both thresholds.
 
-A fitted checkpoint holds ``"trust"`` (a JSON-able dict, also embedded in every export) and
-``"ood_statistics"`` (tensors: the Mahalanobis buffers of :mod:`paddyclf.ood`, about 150 kB)::
-
-    {"temperature": T, "unsure_below": p, "target_accuracy": 0.98,
-     "ood_score": "mahalanobis", "ood_threshold": s, "fit": {...what it was fitted on...}}
-
-A prediction's verdict, from the calibrated probabilities ``softmax(z / T)`` and the OOD score:
-
-- ``out_of_distribution`` when the score is above ``ood_threshold`` (accepts 95% of valid);
-- else ``unsure`` when the top probability is below ``unsure_below``;
-- else ``ok``.
-
-A checkpoint without ``"trust"`` (written before this existed, or with ``--no-calibrate``) has
-``T = 1`` and no thresholds: every readable image is ``ok``, exactly as before.
+``paddyclf train`` calls :func:`calibrate_checkpoint` on its best checkpoint; ``paddyclf calibrate``
+(:func:`run_calibrate`) does the same for an existing one. The verdict they fit is in :mod:`.verdict`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..data import Normalization, load_label2id, load_splits, make_loader
+from ..errors import UserError
+from ..fileio import save_torch
 from .calibration import calibrated_probabilities, calibration_metrics, choose_threshold, fit_temperature, select
-from .errors import UserError
 from .ood import ACCEPT_RATE, acceptance_threshold, build_score, fit_feature_statistics
-
-OK, UNSURE, OUT_OF_DISTRIBUTION = "ok", "unsure", "out_of_distribution"
-VERDICTS = (OK, UNSURE, OUT_OF_DISTRIBUTION)
-MESSAGES = {
-    OK: "",
-    UNSURE: "not sure: take a closer photo of one leaf, in daylight",
-    OUT_OF_DISTRIBUTION: "does not look like the training photos",
-}
-DEFAULT_TARGET_ACCURACY = 0.98
-MIN_ERRORS_FOR_TEMPERATURE = 5  # with fewer valid mistakes NLL falls without bound as T -> 0
-DEFAULT_OOD_SCORE = "mahalanobis"  # chosen by measurement: docs/BENCHMARKS.md, "Out-of-distribution"
-
-
-@dataclass
-class Trust:
-    """Temperature and thresholds; the defaults are an uncalibrated model (everything ``ok``)."""
-
-    temperature: float = 1.0
-    unsure_below: float = 0.0
-    target_accuracy: float | None = None
-    ood_score: str | None = None
-    ood_threshold: float | None = None
-    fit: dict = field(default_factory=dict)
-
-    @property
-    def calibrated(self) -> bool:
-        return bool(self.fit)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> Trust:
-        return cls(**data) if data else cls()
-
-
-def verdicts(probs: np.ndarray, ood_scores: np.ndarray | None, trust: Trust) -> list[str]:
-    """One of :data:`VERDICTS` per row of calibrated ``probs`` (N, K) and ``ood_scores`` (N,)."""
-    confidence = np.asarray(probs).max(1)
-    status = np.where(confidence < trust.unsure_below, UNSURE, OK).astype(object)
-    if trust.ood_score is not None and ood_scores is not None:
-        status[np.asarray(ood_scores) > trust.ood_threshold] = OUT_OF_DISTRIBUTION
-    return status.tolist()
-
-
-class TrustedModel(nn.Module):
-    """A classifier plus its OOD score: (B, 3, H, W) -> (logits (B, K), score (B,)).
-
-    This is what exports run, so every runtime computes the same score in the same graph.
-    Without a score (an uncalibrated checkpoint) the score output is zeros.
-    """
-
-    def __init__(self, model: nn.Module, score: nn.Module | None = None) -> None:
-        super().__init__()
-        self.model, self.score = model, score
-
-    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logits, pooled feature, score)."""
-        logits, features = self.model.forward_with_features(x)
-        score = self.score(logits, features) if self.score is not None else logits.new_zeros(len(logits))
-        return logits, features, score
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, _, score = self.forward_all(x)
-        return logits, score
-
-
-def checkpoint_trust(ckpt: dict) -> Trust:
-    return Trust.from_dict(ckpt.get("trust"))
-
-
-def score_module(ckpt: dict, name: str | None = None) -> nn.Module | None:
-    """The OOD score ``name`` (default: the checkpoint's chosen one) with the checkpoint's temperature/statistics."""
-    trust = checkpoint_trust(ckpt)
-    name = name or trust.ood_score
-    if name is None:
-        return None
-    return build_score(name, trust.temperature, ckpt.get("ood_statistics"))
-
-
-def trusted_model(ckpt: dict, model: nn.Module | None = None) -> TrustedModel:
-    from .checkpoint import model_from_checkpoint
-
-    return TrustedModel(model if model is not None else model_from_checkpoint(ckpt), score_module(ckpt)).eval()
-
-
-# --------------------------------------------------------------------------- fitting
+from .verdict import (
+    DEFAULT_OOD_SCORE,
+    DEFAULT_TARGET_ACCURACY,
+    MIN_ERRORS_FOR_TEMPERATURE,
+    Trust,
+    check_trust_options,
+)
 
 
 @dataclass
@@ -234,9 +146,6 @@ def calibrate_checkpoint(
     progress: bool = False,
 ) -> dict:
     """``ckpt`` with ``"trust"`` and ``"ood_statistics"`` fitted on the samples (eval transform, no augmentation)."""
-    from .checkpoint import model_from_checkpoint
-    from .data import Normalization, make_loader
-
     device = device or torch.device("cpu")
     model = model_from_checkpoint(ckpt).to(device)
     size, norm = ckpt["config"]["image_size"], Normalization(**ckpt["normalization"])
@@ -266,12 +175,6 @@ def run_calibrate(
     progress: bool = False,
 ) -> Trust:
     """``paddyclf calibrate``: fit an existing checkpoint on ``metadata`` and write it to ``output`` (atomically)."""
-    from pathlib import Path
-
-    from .checkpoint import load_checkpoint
-    from .data import load_label2id, load_splits
-    from .fileio import save_torch
-
     if Path(output).resolve() == Path(checkpoint).resolve():
         raise UserError(f"--output must be a new file; {checkpoint} is left untouched (got the same path).")
     check_trust_options(target_accuracy, unsure_below, ood_score)
@@ -288,22 +191,3 @@ def run_calibrate(
     calibrated["trust"]["fit"].update(metadata=str(metadata), split=split)
     save_torch(output, calibrated)
     return Trust.from_dict(calibrated["trust"])
-
-
-def check_trust_options(target_accuracy: float, unsure_below: float | None, ood_score: str) -> None:
-    problems = trust_option_problems(target_accuracy, unsure_below, ood_score)
-    if problems:
-        raise UserError("Invalid options: " + "; ".join(problems) + ".")
-
-
-def trust_option_problems(target_accuracy: float, unsure_below: float | None, ood_score: str) -> list[str]:
-    from .ood import SCORES
-
-    problems = []
-    if not 0 < target_accuracy <= 1:
-        problems.append(f"--target-accuracy must be in (0, 1] (got {target_accuracy})")
-    if unsure_below is not None and not 0 <= unsure_below <= 1:
-        problems.append(f"--unsure-below must be in [0, 1] (got {unsure_below})")
-    if ood_score not in SCORES:
-        problems.append(f"--ood-score must be one of {', '.join(SCORES)} (got {ood_score!r})")
-    return problems

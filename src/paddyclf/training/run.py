@@ -1,6 +1,6 @@
 """The training run, top to bottom: data -> model -> optimizer -> epochs -> best checkpoint -> report.
 
-Call :func:`train` with a :class:`~paddyclf.config.TrainConfig`; the CLI and the three root
+Call :func:`train` with a :class:`~paddyclf.training.config.TrainConfig`; the CLI and the three root
 scripts are thin wrappers around it. Under torchrun the same function runs on every process
 (DistributedDataParallel); only rank 0 prints and writes files.
 """
@@ -18,9 +18,14 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import checkpoint as ckpt_io
+from .. import checkpoint as ckpt_io
+from ..data import DecodedCache, Normalization, TrainAugment, decode_size, load_label2id, load_splits, make_loader
+from ..errors import TrainingInterruptedError, UserError
+from ..fileio import save_torch, write_json
+from ..metrics import classification_metrics
+from ..models import create_model, model_kwargs
+from ..trust import FEATURE_SCORES, Trust, calibrate_checkpoint, describe_fit
 from .config import TrainConfig
-from .data import DecodedCache, Normalization, TrainAugment, decode_size, load_label2id, load_splits, make_loader
 from .distributed import DistInfo, init_distributed, shutdown_distributed
 from .engine import (
     EpochResult,
@@ -32,14 +37,8 @@ from .engine import (
     measure_fps,
     train_one_epoch,
 )
-from .errors import TrainingInterruptedError, UserError
-from .fileio import save_torch, write_json
-from .metrics import classification_metrics
-from .models import create_model, model_kwargs
-from .ood import FEATURE_SCORES
 from .recipe import BatchMixer, EmaWeights, make_criterion, make_scheduler
-from .runstate import RunState
-from .trust import Trust, calibrate_checkpoint, describe_fit
+from .state import RunState, load_train_state, restore_train_state, save_train_state
 
 FPS_BATCH_SIZE = 32
 HISTORY_KEYS = ("train_loss", "valid_loss", "train_acc", "valid_acc", "valid_f1", "learning_rates")
@@ -230,7 +229,7 @@ class Run:
         state, info = self.state, self.info
         partial = None if state.partial is None else summed_over_ranks(state.partial, info)  # rank 0 keeps all
         if info.is_main:
-            ckpt_io.save_train_state(
+            save_train_state(
                 self.last_path, self.model, self.optimizer, self.scheduler, self.scaler, self.config, self.arch,
                 self.label2id, self.norm, state, partial, ema=self.step_recipe.ema,
             )  # fmt: skip
@@ -288,7 +287,7 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
         config.metadata, label2id, config.seed, {"train": config.train_limit, "valid": config.valid_limit}
     )
     arch = ckpt_io.model_config(config, num_classes)
-    resume_state = ckpt_io.load_train_state(config.resume, arch, label2id) if config.resume else None
+    resume_state = load_train_state(config.resume, arch, label2id) if config.resume else None
     check_every_class_trains(splits["train"], label2id, config)
     torch.manual_seed(config.seed)
 
@@ -340,7 +339,7 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
     )
     state = RunState()
     if resume_state is not None:
-        state = ckpt_io.restore_train_state(
+        state = restore_train_state(
             resume_state, model, optimizer, scheduler, scaler, info.is_main, ema=step_recipe.ema
         )
     run = Run(
@@ -499,7 +498,7 @@ def final_report(run: Run, best_valid: EvalResult | None, training_seconds: floa
             },
         )
     if config.plot:
-        from .plots import plot_history  # imported late: matplotlib costs 0.2 s of start-up
+        from ..plots import plot_history  # imported late: matplotlib costs 0.2 s of start-up
 
         plot_history(state.history, results_dir / f"{config.run_name}_history.png", title=config.run_name)
     return metrics

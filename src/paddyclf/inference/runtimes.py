@@ -1,6 +1,6 @@
 """Exported models on their own runtimes: ONNX Runtime, OpenVINO, LiteRT and TorchScript.
 
-Each ``*_predictor(path)`` returns a :class:`~paddyclf.inference.Predictor` whose ``outputs`` are
+Each ``*_predictor(path)`` returns a :class:`~paddyclf.inference.predictor.Predictor` whose ``outputs`` are
 the same dict as PyTorch's (``logits`` and, for a calibrated model, ``ood_score``), from the file
 and the metadata exported with it: the sidecar ``<file>.json`` that every export writes (see
 :mod:`paddyclf.export.contract`) or, for ONNX and TorchScript, the copy embedded in the file.
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import first_line
-from .data import Normalization
-from .errors import UserError
-from .trust import Trust
+from ..checkpoint import first_line
+from ..data import Normalization
+from ..errors import UserError
+from ..trust import Trust
+from .predictor import Predictor
 
 ONNX_METADATA_KEY = "paddyclf"
 TORCHSCRIPT_METADATA = "paddyclf.json"
@@ -55,9 +56,7 @@ def required_sidecar(model_path: Path, fmt: str) -> dict:
     return meta
 
 
-def predictor_from_metadata(meta: dict, backend: str, run):
-    from .inference import Predictor
-
+def predictor_from_metadata(meta: dict, backend: str, run) -> Predictor:
     return Predictor(
         meta["classes"],
         meta["image_size"],

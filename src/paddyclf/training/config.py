@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .errors import UserError
-from .models import DEFAULT_BACKBONE, list_models
-from .ood import SCORES
+from ..errors import UserError
+from ..models import DEFAULT_BACKBONE, list_models
+from ..options import derived_option, option
+from ..trust import DEFAULT_OOD_SCORE, DEFAULT_TARGET_ACCURACY, SCORES, trust_option_problems
 from .recipe import AUGMENTS, RECIPES, describe, recipe_values
-from .trust import DEFAULT_OOD_SCORE, DEFAULT_TARGET_ACCURACY, trust_option_problems
 
 
-def option(default, help: str, **extra):  # noqa: A002 - mirrors argparse's own keyword
-    """A config field with its ``--help`` text (and ``choices=``, ``required=`` for argparse)."""
-    return field(default=default, metadata={"help": help, **extra})
+def per_recipe_defaults(name: str) -> str:
+    """``--help``'s default of a recipe field: its value in each recipe."""
+    return "from --recipe: " + ", ".join(f"{recipe} {recipe_values(recipe)[name]}" for recipe in RECIPES)
 
 
 def recipe_option(help: str, **extra):  # noqa: A002
     """A field whose default comes from ``--recipe`` (None until :meth:`TrainConfig.__post_init__`)."""
-    return field(default=None, metadata={"help": help, "recipe": True, **extra})
+    return derived_option(help, per_recipe_defaults, **extra)
 
 
 @dataclass
@@ -162,49 +158,3 @@ class TrainConfig:
         if self.warmup_epochs < 0:
             problems.append(f"--warmup-epochs must be >= 0 (got {self.warmup_epochs})")
         return problems
-
-
-def _field_type(config_class: type, f: dataclasses.Field) -> type:
-    """The non-None type of a dataclass field (``int | None`` -> int)."""
-    hint = typing.get_type_hints(config_class)[f.name]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, defaults, skip: set[str] = frozenset()) -> None:
-    """Add one ``--flag`` per field of a config dataclass such as :class:`TrainConfig` (booleans become
-    switches; a field with ``required=True`` in its metadata becomes a required flag)."""
-    for f in dataclasses.fields(defaults):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        # a recipe field stays None unless given, so that --recipe can fill it in TrainConfig
-        default = None if f.metadata.get("recipe") else getattr(defaults, f.name)
-        kind = _field_type(type(defaults), f)
-        if f.metadata.get("recipe"):
-            per_recipe = ", ".join(f"{name} {recipe_values(name)[f.name]}" for name in RECIPES)
-            help_text = f"{f.metadata['help']} (default: from --recipe: {per_recipe})"
-        else:
-            help_text = f.metadata["help"] + ("" if kind is bool else f" (default: {default})")
-        if kind is bool:
-            # a switch that is on by default also needs its --no- form
-            action = argparse.BooleanOptionalAction if default else "store_true"
-            parser.add_argument(flag, action=action, default=default, help=help_text)
-        else:
-            required = f.metadata.get("required", False)
-            parser.add_argument(
-                flag,
-                type=kind,
-                default=default,
-                required=required,
-                help=f.metadata["help"] if required else help_text,
-                choices=f.metadata.get("choices"),
-                metavar=None if "choices" in f.metadata else f.name.upper(),
-            )
-
-
-def config_from_args(args: argparse.Namespace, defaults):
-    """The config (of the type of ``defaults``) the parsed flags describe; fields without a flag keep ``defaults``."""
-    values = {f.name: getattr(args, f.name, getattr(defaults, f.name)) for f in dataclasses.fields(defaults)}
-    return type(defaults)(**values)

@@ -6,7 +6,7 @@ Two layouts are read:
 * ``ROOT/<split>/<class>/**/<image>`` with split folders ``train``, ``val``/``valid``/``validation``
   and ``test`` (the layout of many public sets, rice5's among them).
 
-By default duplicates and near-duplicates (:mod:`paddyclf.dedupe`) are grouped first and every
+By default duplicates and near-duplicates (:mod:`paddyclf.data.dedupe`) are grouped first and every
 group goes into one split, stratified by class over groups, so no photo is scored that the model
 trained on. A tree with split folders is re-split that way; ``keep_splits`` keeps its folders and
 reports the leaks they contain. Paths in the CSV are relative to the output folder.
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import IMAGE_SUFFIXES, SPLIT_ALIASES
-from .errors import UserError
-from .fileio import atomic_path, write_json
+from ..errors import UserError
+from ..fileio import atomic_path, write_json
+from .images import IMAGE_SUFFIXES
+from .metadata import SPLIT_ALIASES
 
 SPLITS = ("train", "valid", "test")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from .fileio import atomic_path
+from ..fileio import atomic_path
 
 DEFAULT_SIZE = 256
 

@@ -6,8 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-from .errors import UserError
-from .fileio import atomic_path
+from ..errors import UserError
+from ..fileio import atomic_path
 
 COLUMNS = ("model", "params", "size_mb", "valid_acc", "valid_f1", "fps", "training_seconds")
 
@@ -56,7 +56,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def compare_results(paths: list[str | Path], output_dir: str | Path = "comparison") -> list[dict]:
     """Write ``comparison.md``, ``comparison.csv``, ``accuracy_vs_fps.png`` and ``size.png``."""
-    from .plots import plt, save_figure
+    from ..plots import plt, save_figure
 
     rows = load_results(paths)
     out = Path(output_dir)

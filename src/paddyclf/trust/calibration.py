@@ -177,7 +177,7 @@ def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accurac
 
 def plot_reliability(before: list[dict], after: list[dict], titles: tuple[str, str], path: str | Path) -> Path:
     """Two reliability diagrams side by side: accuracy per confidence bin against the diagonal."""
-    from .plots import plt, save_figure
+    from ..plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
     for ax, table, title in zip(axes, (before, after), titles, strict=True):
@@ -207,7 +207,7 @@ def plot_risk_coverage(
     curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, marker: Selection | None = None
 ) -> Path:
     """Selective accuracy against coverage, one line per curve; ``marker`` is the stored threshold."""
-    from .plots import plt, save_figure
+    from ..plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4.6))
     for name, (coverage, accuracy) in curves.items():

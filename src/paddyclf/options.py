@@ -1,0 +1,73 @@
+"""Config dataclasses as command-line flags: the one source of truth for defaults.
+
+A config (:class:`~paddyclf.training.config.TrainConfig`, :class:`~paddyclf.serve.config.ServeConfig`)
+declares each field with :func:`option`: its default, its ``--help`` text and any argparse extras.
+:func:`add_config_arguments` turns the fields into flags and :func:`config_from_args` turns the parsed
+flags back into the config, so the CLI can never drift from the Python defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import field
+
+
+def option(default, help: str, **extra):  # noqa: A002 - mirrors argparse's own keyword
+    """A config field with its ``--help`` text (and ``choices=``, ``required=`` for argparse)."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+def derived_option(help: str, derived: str | Callable[[str], str], **extra):  # noqa: A002
+    """A field that stays None unless given, so that the config can derive it (in ``__post_init__``).
+    ``derived`` says how, for ``--help``: a text, or a function of the field's name that gives one."""
+    return field(default=None, metadata={"help": help, "derived": derived, **extra})
+
+
+def _field_type(config_class: type, f: dataclasses.Field) -> type:
+    """The non-None type of a dataclass field (``int | None`` -> int)."""
+    hint = typing.get_type_hints(config_class)[f.name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, defaults, skip: set[str] = frozenset()) -> None:
+    """Add one ``--flag`` per field of a config dataclass such as :class:`TrainConfig` (booleans become
+    switches; a field with ``required=True`` in its metadata becomes a required flag)."""
+    for f in dataclasses.fields(defaults):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        # a derived field stays None unless given, so that the config can fill it in
+        default = None if "derived" in f.metadata else getattr(defaults, f.name)
+        kind = _field_type(type(defaults), f)
+        if "derived" in f.metadata:
+            derived = f.metadata["derived"]
+            help_text = f"{f.metadata['help']} (default: {derived(f.name) if callable(derived) else derived})"
+        else:
+            help_text = f.metadata["help"] + ("" if kind is bool else f" (default: {default})")
+        if kind is bool:
+            # a switch that is on by default also needs its --no- form
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            parser.add_argument(flag, action=action, default=default, help=help_text)
+        else:
+            required = f.metadata.get("required", False)
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=default,
+                required=required,
+                help=f.metadata["help"] if required else help_text,
+                choices=f.metadata.get("choices"),
+                metavar=None if "choices" in f.metadata else f.name.upper(),
+            )
+
+
+def config_from_args(args: argparse.Namespace, defaults):
+    """The config (of the type of ``defaults``) the parsed flags describe; fields without a flag keep ``defaults``."""
+    values = {f.name: getattr(args, f.name, getattr(defaults, f.name)) for f in dataclasses.fields(defaults)}
+    return type(defaults)(**values)
