@@ -656,6 +656,12 @@ def test_reviewed_photos_export_to_a_dataset_that_trains(make_client, leaves, ti
     label2id = json.loads((out / "label2id.json").read_text())
     assert list(label2id) == client.get("/api/v1/model").json()["classes"]
     assert main(["serve-export", "--data-dir", str(tmp_path / "data"), "--out", str(out)]) == 2  # never overwrites
+    plain = tmp_path / "plain"  # the dataset gets the permissions of a plain mkdir and open(), not mkdtemp's 0o700
+    plain.mkdir()
+    (plain / "file").write_text("")
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (out, out / "metadata.csv", out / rows[0]["path"])}
+    assert modes == {p.name: oct((plain if p == out else plain / "file").stat().st_mode & 0o777) for p in
+                     (out, out / "metadata.csv", out / rows[0]["path"])}  # fmt: skip
     assert main(["audit", "--metadata", str(out / "metadata.csv"), "--output-dir", str(tmp_path / "audit")]) == 0
     trained = tmp_path / "retrained"
     args = ["--metadata", str(out / "metadata.csv"), "--label2id", str(out / "label2id.json"), "--image-size", "64"]

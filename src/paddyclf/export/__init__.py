@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..data import Normalization, load_splits, make_loader, stratified_subset
 from ..errors import UserError
-from ..fileio import write_json
+from ..fileio import staging_folder, write_json
 from ..inference import load_predictor
 from ..inference.runtimes import sidecar_path
 from ..trust import checkpoint_trust, trusted_model, verdicts
@@ -116,8 +115,7 @@ def export_checkpoint(ckpt: dict, output: str | Path, fmt: str = "onnx", options
         validation = split_images(ckpt, options.validate or options.calibration, "valid", None, options)
     model = trusted_model(ckpt)
     metadata = export_metadata(ckpt, fmt, spec.layout, spec.batch, precision="int8" if spec.int8 else "float32")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    staging = staging_folder(output)
     try:
         staged = staging / output.name
         with torch.no_grad():

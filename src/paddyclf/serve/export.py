@@ -14,10 +14,10 @@ import csv
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import UserError
+from ..fileio import staging_folder
 from .store import Store
 
 METADATA_COLUMNS = [
@@ -45,7 +45,7 @@ def export_reviewed(data_dir: str | Path, out: str | Path) -> dict:
             raise UserError(f"No reviewed diagnoses in {data_dir}: review photos on /history first (needs the token).")
         classes = dataset_classes(store, {r["reviewed_label"] for r in latest.values()})
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        staging = staging_folder(out)
         try:
             rows = [_copy_photo(store, record, staging) for record in latest.values()]
             _write_metadata(staging / "metadata.csv", rows)
