@@ -21,6 +21,7 @@ def field_photo(k: int) -> Image.Image:
     return render_image(CLASSES[k % len(CLASSES)], seed=3, index=k, size=192)
 
 
+@pytest.mark.slow
 def test_planted_copies_are_found_and_distinct_field_photos_are_not_paired():
     sources = [field_photo(k) for k in range(40)]
     images, origin, kinds = planted_set(sources, copies_of=40, seed=0)
@@ -59,6 +60,63 @@ def test_groups_never_chain_through_unconfirmed_candidates():
     copy_of_a = plant_copies(a, np.random.default_rng(0))["jpeg50"]
     links = dedupe.find_duplicates([dedupe.fingerprint_image(im) for im in (a, b, copy_of_a)], progress=False)
     assert links.group_of[0] == links.group_of[2] != links.group_of[1]
+
+
+def textured(size: int = 128, seed: int = 0) -> np.ndarray:
+    """A grey image with detail at every scale (smoothed noise), uint8."""
+    from scipy.ndimage import gaussian_filter
+
+    noise = np.random.default_rng(seed).normal(size=(size, size))
+    pixels = gaussian_filter(noise, 1.5) + 0.5 * gaussian_filter(noise, 6.0)
+    return np.uint8(np.clip(128 + 400 * pixels, 0, 255))
+
+
+def test_the_batched_search_finds_where_a_crop_sits_and_at_which_scale():
+    whole = textured()
+    box, side = (9, 14, 9 + 112, 14 + 112), 128  # a 112/128 = 87.5% crop, resized back to 128 px
+    crop = np.asarray(Image.fromarray(whole).crop(box).resize((side, side), Image.Resampling.BILINEAR))
+    found = dedupe.register(whole, crop, dedupe.CROP_SCALES)
+    assert found is not None and found.correlation > 0.95
+    assert abs(found.scale - 0.875) <= 0.01
+    # the template is the crop's central 80%: it starts 10% of the crop inside the crop's box
+    assert abs(found.y - (14 + 0.1 * 112)) <= 1 and abs(found.x - (9 + 0.1 * 112)) <= 1
+    assert dedupe.register(whole, textured(seed=1), dedupe.CROP_SCALES) is None  # unrelated: stops early
+
+
+def test_refined_placement_is_the_best_raw_correlation_within_reach():
+    whole, other = textured(seed=2), textured(seed=3)
+    start = dedupe.Placement(0.9, 12, 15, int(round(0.8 * 0.9 * 128)), 0.9)
+    central = Image.fromarray(other).crop((13, 13, 115, 115))  # the central 80% of a 128 px thumbnail
+    template = np.asarray(central.resize((start.side, start.side), Image.Resampling.BILINEAR), float)
+    t = template - template.mean()
+    best, best_score = None, -2.0
+    for y in range(start.y - 2, start.y + 3):  # the plain loop the vectorised search replaces
+        for x in range(start.x - 2, start.x + 3):
+            w = whole[y : y + start.side, x : x + start.side].astype(float)
+            w = w - w.mean()
+            score = (w * t).sum() / (np.linalg.norm(w) * np.linalg.norm(t) + 1e-6)
+            if score > best_score:
+                best, best_score = (y, x), score
+    refined = start.refined(whole, other)
+    assert (refined.y, refined.x) == best and (refined.side, refined.scale) == (start.side, start.scale)
+
+
+def test_the_exposure_fit_is_least_squares_even_for_a_flat_template():
+    rng = np.random.default_rng(0)
+    for x in (rng.normal(size=500), np.full(500, 7.0)):
+        y = 1.7 * x + 3 + rng.normal(size=500)
+        expected = np.linalg.lstsq(np.stack([x, np.ones_like(x)], axis=1), y, rcond=None)[0]
+        assert np.allclose(dedupe._line_fit(x, y), expected)
+
+
+def test_the_stage_two_cache_is_keyed_by_content():
+    a, b = render_lab_photo(0, 1), render_lab_photo(0, 2)
+    fa, fb, fa_again = (dedupe.fingerprint_image(im) for im in (a, b, a.copy()))
+    assert dedupe._oriented(fa, 0) is dedupe._oriented(fa_again, 0)  # same pixels: same entry
+    assert dedupe._oriented(fa, 0) is not dedupe._oriented(fb, 0)
+    assert dedupe._oriented(fa, 1) is not dedupe._oriented(fa, 0)
+    rotated = Image.fromarray(fa.thumb).transpose(Image.Transpose.ROTATE_90)  # D4[2]
+    assert np.array_equal(dedupe._oriented(fa, 2).grey, np.asarray(rotated))
 
 
 # --------------------------------------------------------------------------- audit

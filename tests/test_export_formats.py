@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_args
 
 pytest.importorskip("openvino")
 pytest.importorskip("litert_torch")
@@ -22,17 +21,16 @@ from paddyclf.export import FORMATS, ExportOptions, export_model  # noqa: E402
 from paddyclf.inference import load_predictor  # noqa: E402
 from paddyclf.inference.runtimes import read_sidecar, sidecar_path  # noqa: E402
 
-NAME = "MobileNetV3_Small_BoT_Linear"
+pytestmark = pytest.mark.slow  # every format exported once (about a minute): `make test`, not `make test-fast`
+
 FLOAT_FORMATS = [f for f, spec in FORMATS.items() if not spec.int8]
 INT8_FORMATS = [f for f, spec in FORMATS.items() if spec.int8]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_data, tmp_path_factory) -> Path:
-    """A calibrated BoT-Linear (training calibrates by default)."""
-    out = tmp_path_factory.mktemp("model")
-    assert main(["train", *tiny_args(tiny_data, out)]) == 0
-    return out / f"{NAME}_best.pt"
+def checkpoint(served_checkpoint) -> Path:
+    """A calibrated BoT-Linear (training calibrates by default): the session's, trained once for every module."""
+    return served_checkpoint
 
 
 @pytest.fixture(scope="module")

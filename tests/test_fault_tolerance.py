@@ -64,6 +64,7 @@ def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 120) -> No
     raise AssertionError(f"process ended before printing {text!r}: {proc.stderr.read()}")
 
 
+@pytest.mark.slow
 def test_sigkill_after_epoch_2_then_resume_equals_uninterrupted(tiny_data, tmp_path, uninterrupted):
     proc = start_run(tiny_data, tmp_path)
     wait_for_line(proc, "epoch   2/4")
@@ -80,6 +81,7 @@ def test_sigkill_after_epoch_2_then_resume_equals_uninterrupted(tiny_data, tmp_p
     assert_same_run(uninterrupted, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_after_the_step_saves_state_and_resume_is_exact(tiny_data, tmp_path, uninterrupted, sig, code):
     proc = start_run(tiny_data, tmp_path)
@@ -97,6 +99,7 @@ def test_signal_stops_after_the_step_saves_state_and_resume_is_exact(tiny_data, 
 RECIPE_FLAGS = ("--ema-decay", "0.9", "--mixup", "0.2", "--cutmix", "1.0", "--label-smoothing", "0.1")
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_is_exact_with_ema_and_mixup_on(tiny_data, tmp_path_factory):
     full = tmp_path_factory.mktemp("full_recipe")
     args = tiny_args(tiny_data, full, "--epochs", "4", "--save-history", "--patience", "0", *RECIPE_FLAGS)
@@ -140,6 +143,7 @@ def test_non_finite_loss_stops_with_epoch_and_step(tiny_data, tmp_path, capsys):
     assert "diverged" in err and "at epoch" in err and "step" in err
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_with_ema_report_the_metrics_of_a_single_process_evaluation(tiny_data, tmp_path):
     # 7: shards of unequal size; EMA and MixUp on: each rank averages its (synchronised) weights
     args = tiny_args(

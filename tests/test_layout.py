@@ -44,6 +44,7 @@ def readme_python_api_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_python_api_example_runs(tiny_data, tmp_path):
     pytest.importorskip("fastapi")
     shutil.copytree(tiny_data, tmp_path / "data" / "demo")

@@ -108,6 +108,7 @@ def test_warmup_ramps_linearly_then_follows_the_cosine():
     assert lrs[3] < 1.0 and lrs[3] > lrs[4] > lrs[5]
 
 
+@pytest.mark.slow
 def test_benchmark_recipe_end_to_end_on_tiny_data(tiny_data, tmp_path):
     base = TrainConfig(
         metadata=str(tiny_data / "metadata.csv"),

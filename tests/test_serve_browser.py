@@ -31,6 +31,7 @@ from paddyclf.benchmarks.serve import free_port  # noqa: E402
 from paddyclf.serve.app import create_app  # noqa: E402
 from paddyclf.serve.config import ServeConfig  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a real browser: `make test`, not `make test-fast`
 TOKEN = "browser-review-token"
 VIEWPORTS = {"phone": (390, 844, True), "small_phone": (360, 740, True), "desktop": (1280, 900, False)}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

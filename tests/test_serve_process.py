@@ -21,6 +21,8 @@ from paddyclf.benchmarks.serve import free_port, kill_round, start_server  # noq
 from paddyclf.cli import main  # noqa: E402
 from paddyclf.serve.store import DATABASE_NAME  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real server processes: `make test`, not `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def leaves(tiny_data) -> list[Path]:

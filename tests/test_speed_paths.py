@@ -89,6 +89,7 @@ def test_training_with_cache_skips_and_reports_a_truncated_jpeg(tiny_data, tmp_p
 
 
 # aot_eager: dynamo traces the model and AOT autograd builds the backward, without inductor's minutes of C++ codegen
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags", [["--no-channels-last"], ["--channels-last", "--compile", "--compile-backend", "aot_eager"]]
 )
@@ -120,6 +121,7 @@ def test_benchmark_train_command_runs_the_pipelines_asked_for(tmp_path, capsys):
     assert run["pipelines"]["project"]["memory_format"] == "channels_last"
 
 
+@pytest.mark.slow
 def test_benchmark_train_times_whole_runs_against_the_plain_timm_loop(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--generate", "10", "--image-size", "64", "--batch-size", "4", "--num-workers", "0", "--epochs", "2"]
@@ -133,6 +135,7 @@ def test_benchmark_train_times_whole_runs_against_the_plain_timm_loop(tmp_path):
     assert whole["project_over_plain_time"] == pytest.approx(whole["seconds"]["project"] / whole["seconds"]["plain"])
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_script_runs_every_pipeline_at_each_batch_size(tmp_path):
     """The prepared device script, run on the CPU with tiny sizes: the same command line the GPU gets."""
     tiny = {"DEVICE": "cpu", "GENERATE": "8", "BATCH_SIZES": "4 6", "IMAGE_SIZE": "64", "EPOCHS": "2", "WORKERS": "0"}

@@ -131,6 +131,7 @@ def test_parameter_groups_hold_the_right_lrs_and_no_decay_sets():
     assert len(no_decay) + len(decay) == len(list(model.parameters()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_root_script_help_lists_every_flag(script):
     result = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, check=True)

@@ -246,6 +246,7 @@ def test_evaluate_with_a_missing_ood_folder_is_a_clear_error(model, leaves, tmp_
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_benchmark_trust_reports_closed_and_open_set(tiny_data, tmp_path, capsys):
     out = tmp_path / "trust"
     args = ["benchmark", "trust", "--metadata", str(tiny_data / "metadata.csv")]
