@@ -7,9 +7,11 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from serve_helpers import phone_exif
 
+from paddyclf.data import Normalization, Sample, build_transform, make_loader
 from paddyclf.serve.photos import read_photo, strip_jpeg_metadata
 
 MAX_PIXELS = 50_000_000
@@ -94,3 +96,19 @@ def test_the_stored_name_is_the_hash_of_the_stored_bytes_and_the_thumbnail_is_sm
 )
 def test_a_stream_the_walker_cannot_follow_is_not_stripped(broken):
     assert strip_jpeg_metadata(broken(phone_jpeg())) is None
+
+
+def test_a_large_rotated_jpeg_reaches_the_model_as_the_same_tensor_from_predict_evaluate_and_serve(tmp_path):
+    """One preprocessing for inference: a full decode (no JPEG draft mode), EXIF orientation, RGB,
+    the eval resize and crop; whichever front end reads the photo. Training alone may draft-decode."""
+    path = tmp_path / "field.jpg"
+    leaf_picture((1920, 1397)).save(path, quality=90, exif=phone_exif(6))
+    norm = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    loader = make_loader([Sample(path, -1)], 224, norm, train=False, batch_size=1, num_workers=0, seed=0)
+    from_files = next(iter(loader)).images[0]
+    served = read_photo(path.read_bytes(), "field.jpg", MAX_PIXELS).image
+    from_upload = build_transform(224, norm, train=False)(served)
+    assert served.size == (1397, 1920)  # upright
+    assert torch.equal(from_files, from_upload)
+    drafted = make_loader([Sample(path, -1)], 224, norm, train=True, batch_size=1, num_workers=0, seed=0)
+    assert drafted.dataset.decode_min_size == 224 and loader.dataset.decode_min_size is None

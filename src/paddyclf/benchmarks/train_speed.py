@@ -43,7 +43,7 @@ from ..data import (
     Sample,
     collate_skipping_bad,
     collect_images,
-    decode_size,
+    eval_short_side,
     load_label2id,
     load_splits,
     make_loader,
@@ -174,7 +174,7 @@ def measure_pipeline(
 ) -> dict:
     """One pipeline at one batch size: step alone, end to end per epoch, input pipeline alone, accuracy."""
     project = setup.name == "project"
-    cache = DecodedCache(work / f"cache_{batch_size}", decode_size(image_size, norm, train=False)) if project else None
+    cache = DecodedCache(work / f"cache_{batch_size}", eval_short_side(image_size, norm)) if project else None
 
     def loader(samples, train_split):
         if project:

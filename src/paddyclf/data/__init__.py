@@ -32,7 +32,7 @@ from .metadata import (
     stratified_order,
     stratified_subset,
 )
-from .transforms import Normalization, TrainAugment, build_transform, decode_size
+from .transforms import Normalization, TrainAugment, build_transform, draft_size, eval_short_side
 
 __all__ = [
     "DEFAULT_VALID_FRACTION",
@@ -50,7 +50,8 @@ __all__ = [
     "check_files_exist",
     "collate_skipping_bad",
     "collect_images",
-    "decode_size",
+    "draft_size",
+    "eval_short_side",
     "load_image",
     "load_label2id",
     "load_splits",

@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 from ..fileio import atomic_path
 from .images import load_image
 from .metadata import Sample
-from .transforms import Normalization, TrainAugment, build_transform, decode_size
+from .transforms import Normalization, TrainAugment, build_transform, draft_size
 
 
 class ImageDataset(Dataset):
@@ -97,10 +97,10 @@ class DecodedCache:
         return self.root / f"{hashlib.sha1(raw.encode()).hexdigest()}.npy"
 
     def decode(self, path: Path) -> Image.Image:
-        """Fresh decode: draft-mode JPEG, then the same antialiased resize the eval transform uses."""
+        """Fresh full decode (as inference decodes), then the same antialiased resize the eval transform uses."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return v2.functional.resize(load_image(path, self.short_side), self.short_side, antialias=True)
+            return v2.functional.resize(load_image(path), self.short_side, antialias=True)
 
     def load(self, path: Path) -> Image.Image:
         """The resized RGB image; decoded and stored on the first call, memory-mapped afterwards."""
@@ -221,7 +221,7 @@ def make_loader(
     Train: :class:`EpochShuffleSampler` (call ``loader.sampler.set_epoch``); eval: :class:`ShardSampler`.
     """
     dataset = ImageDataset(
-        samples, build_transform(image_size, norm, train, extra), decode_size(image_size, norm, train), cache, seed
+        samples, build_transform(image_size, norm, train, extra), draft_size(image_size, train), cache, seed
     )
     if train:
         sampler: Sampler = EpochShuffleSampler(len(samples), seed, rank, world_size)

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import checkpoint as ckpt_io
-from ..data import DecodedCache, Normalization, TrainAugment, decode_size, load_label2id, load_splits, make_loader
+from ..data import DecodedCache, Normalization, TrainAugment, eval_short_side, load_label2id, load_splits, make_loader
 from ..errors import TrainingInterruptedError, UserError
 from ..fileio import save_torch, write_json
 from ..metrics import classification_metrics
@@ -310,9 +310,7 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
         )
 
     # ---- data loading
-    cache = (
-        DecodedCache(config.cache_dir, decode_size(config.image_size, norm, train=False)) if config.cache_dir else None
-    )
+    cache = DecodedCache(config.cache_dir, eval_short_side(config.image_size, norm)) if config.cache_dir else None
     loader_args = dict(
         image_size=config.image_size,
         norm=norm,
