@@ -131,10 +131,22 @@ def test_parameter_groups_hold_the_right_lrs_and_no_decay_sets():
     assert len(no_decay) + len(decay) == len(list(model.parameters()))
 
 
+@pytest.fixture(scope="module")
+def root_script_help() -> dict[str, str]:
+    """Each root script's ``--help``, the three run at once (each spends seconds importing torch)."""
+    running = {
+        script: subprocess.Popen([sys.executable, str(ROOT / script), "--help"], stdout=subprocess.PIPE, text=True)
+        for script in SCRIPTS
+    }
+    outputs = {script: process.communicate(timeout=120)[0] for script, process in running.items()}
+    assert all(process.returncode == 0 for process in running.values())
+    return outputs
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_root_script_help_lists_every_flag(script):
-    result = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, check=True)
+def test_root_script_help_lists_every_flag(script, root_script_help):
+    help_text = root_script_help[script]
     flags = [
         "--metadata",
         "--label2id",
@@ -165,7 +177,7 @@ def test_root_script_help_lists_every_flag(script):
     if "Hybrid" in script:
         flags.append("--reduction")
     for flag in flags:
-        assert flag in result.stdout, flag
+        assert flag in help_text, flag
 
 
 def test_config_defaults_match_the_guide():
