@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+LOCALES := src/paddyclf/i18n/locale
 
-.PHONY: install install-all demo test test-fast lint clean
+.PHONY: install install-all demo test test-fast lint messages clean
 
 install: $(VENV)/.installed
 
@@ -15,9 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-$(VENV)/.installed-all: $(VENV)/.installed
+# one pip run for everything (not dev first, then the rest): a fresh `make test` resolves once
+$(VENV)/.installed-all: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,deploy,serve]'
-	touch $@
+	touch $(VENV)/.installed $@
 
 demo: install
 	$(BIN)/paddyclf demo
@@ -33,6 +36,12 @@ test: install-all lint
 # the core for a developer's loop (under 3 minutes on 2 cores): every test not marked slow
 test-fast: install-all
 	$(BIN)/python -m pytest -m "not slow"
+
+# the web app's English strings (templates, serve/*.py, static/app.js) -> messages.pot -> every messages.po;
+# then translate the new or changed entries (README, "Languages"). tests/test_i18n.py fails until they are.
+messages: install-all
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --sort-by-file -o $(LOCALES)/messages.pot .
+	$(BIN)/pybabel update -i $(LOCALES)/messages.pot -d $(LOCALES) --no-fuzzy-matching
 
 clean:
 	rm -rf $(VENV) runs data/demo .pytest_cache .ruff_cache

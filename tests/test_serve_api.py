@@ -23,11 +23,12 @@ from serve_helpers import bad_uploads, photo_with_exif, upload
 
 from paddyclf.cli import main
 from paddyclf.errors import UserError
+from paddyclf.i18n import percent
 from paddyclf.serve import store as store_module
 from paddyclf.serve.app import BodyLimit, breakable, create_app
 from paddyclf.serve.batching import DynamicBatcher
 from paddyclf.serve.config import ServeConfig
-from paddyclf.serve.service import DiagnosisService, load_class_info, percent_text
+from paddyclf.serve.service import DiagnosisService, load_class_info
 from paddyclf.serve.store import (
     DATABASE_NAME,
     MIGRATIONS,
@@ -393,9 +394,9 @@ def test_gradcam_overlay_for_a_checkpoint_and_a_clear_404_for_an_export(
     assert exported.get("/api/v1/model").json()["backend"] == "onnxruntime"
 
 
-def test_class_info_is_shown_for_an_answer_and_escaped(make_client, leaves, tmp_path):
+def test_class_info_replaces_the_built_in_card_for_an_answer_and_is_escaped(make_client, leaves, tmp_path):
     client = make_client()
-    names = client.get("/api/v1/model").json()["classes"]
+    names = client.get("/api/v1/model").json()["classes"]  # healthy, brown_spot, blast, leaf_blight
     info = tmp_path / "info.json"
     info.write_text(
         json.dumps({names[0]: {"Symptoms": "<b>brown spots</b>", "Advice": "ask an agronomist"}, names[1]: "plain"})
@@ -403,23 +404,27 @@ def test_class_info_is_shown_for_an_answer_and_escaped(make_client, leaves, tmp_
     client = make_client(class_info=str(info))
     service = client.app.state.service
     (record,) = diagnose(client, leaves[0])
-    answer = service.describe(
-        service.store.get(record["id"]) | {"status": "ok", "top_k": [{"label": names[0], "probability": 0.9}]}
-    )
+    stored = service.store.get(record["id"])
+    answer = service.describe(stored | {"status": "ok", "top_k": [{"label": names[0], "probability": 0.9}]})
     assert answer["class_info"] == [
         {"heading": "Symptoms", "text": "<b>brown spots</b>"},
         {"heading": "Advice", "text": "ask an agronomist"},
     ]
-    assert answer["verdict"]["headline"] == f"Most likely {names[0]} (90.0%)."
+    assert answer["card"] is None  # the operator's text replaces the built-in card
+    assert answer["verdict"]["headline"] == f"Most likely {names[0]} (90.0%)."  # no card: the label, as named
     sure = service.describe(answer | {"top_k": [{"label": names[0], "probability": 0.99996}]})
     assert sure["verdict"]["headline"] == f"Most likely {names[0]} (over 99.9%)."  # never 100.0%
-    assert [percent_text(p) for p in (0.0, 0.0001, 0.0123, 0.9994)] == ["0.0%", "under 0.1%", "1.2%", "99.9%"]
-    unsure = service.describe(service.store.get(record["id"]) | {"status": "unsure"})
-    assert unsure["class_info"] == [] and "closer photo" in unsure["verdict"]["advice"]
+    assert [percent(p, "en") for p in (0.0, 0.0001, 0.0123, 0.9994)] == ["0.0%", "under 0.1%", "1.2%", "99.9%"]
+    blast = service.describe(stored | {"status": "ok", "top_k": [{"label": "blast", "probability": 0.9}]})
+    assert blast["card"]["class"] == "blast" and blast["card"]["sources"] and blast["class_info"] == []
+    assert blast["verdict"]["headline"] == "Most likely Blast (90.0%)."
+    unsure = service.describe(stored | {"status": "unsure"})
+    assert unsure["class_info"] == [] and unsure["card"] is None
+    assert any("daylight" in tip for tip in unsure["verdict"]["tips"])
     from paddyclf.serve.app import templates
 
-    html = templates.get_template("_card.html").module.card(answer)
-    assert "&lt;b&gt;brown spots&lt;/b&gt;" in str(html) and "<b>brown" not in str(html)
+    html = str(templates("en").get_template("_card.html").make_module({"class_name": str}).card(answer))
+    assert "&lt;b&gt;brown spots&lt;/b&gt;" in html and "<b>brown" not in html
 
 
 def test_bad_class_info_files_are_clear_errors(tmp_path):

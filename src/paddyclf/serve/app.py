@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 import os
 from contextlib import asynccontextmanager
+from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
 
+from babel.numbers import format_decimal
 from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -27,10 +30,11 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
+from .. import __version__, i18n
+from ..i18n import translations
 from .config import ServeConfig
 from .errors import RequestError
-from .service import DiagnosisService, percent_text
+from .service import DiagnosisService
 from .store import STATUSES, DiskFullError, Filters
 
 HERE = Path(__file__).parent
@@ -48,8 +52,8 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
 ]
 
-templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
-templates.filters["percent"] = percent_text
+LANGUAGE_COOKIE = "paddyclf_language"
+LANGUAGE_COOKIE_SECONDS = 365 * 24 * 3600
 
 
 def breakable(text: str) -> Markup:
@@ -58,7 +62,34 @@ def breakable(text: str) -> Markup:
     return escape(text).replace("_", Markup("_<wbr>"))
 
 
-templates.filters["breakable"] = breakable
+@lru_cache(maxsize=16)  # one per language with a catalogue
+def templates(language: str) -> Environment:
+    """The page templates in ``language``: Jinja2's i18n extension over that language's catalogue."""
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(default=True),
+        extensions=["jinja2.ext.i18n"],
+    )
+    env.install_gettext_translations(translations(language), newstyle=True)
+    env.filters["breakable"] = breakable
+    env.globals |= {
+        "lang": language,
+        "percent": lambda p: i18n.percent(p, language),
+        "number": lambda n: format_decimal(n, locale=language),
+        "date_time": lambda iso: i18n.date_time(datetime.fromisoformat(iso), language),
+        "languages": [(code, i18n.native_name(code)) for code in i18n.languages()],
+        "script_messages": i18n.script_messages(language),
+    }
+    return env
+
+
+def request_language(request: Request) -> str:
+    """The visitor's language: ``?lang=``, else the remembered choice (a cookie), else ``Accept-Language``."""
+    chosen = request.query_params.get("lang") or request.cookies.get(LANGUAGE_COOKIE)
+    return i18n.negotiate(request.headers.get("accept-language"), chosen)
+
+
+Language = Annotated[str, Depends(request_language)]
 bearer = HTTPBearer(auto_error=False, description="the server's review token")
 
 
@@ -200,29 +231,61 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": f"Internal error ({type(exc).__name__}); the server keeps running."}, 500)
 
-    def render(name: str, status: int = 200, **context) -> HTMLResponse:
-        return HTMLResponse(templates.get_template(name).render(model=model, **context), status_code=status)
+    def render(request: Request, language: str, name: str, status: int = 200, **context) -> HTMLResponse:
+        """A page in ``language``; a language chosen with ``?lang=`` is remembered in a cookie."""
+        wording = service.wording
+
+        def language_url(code: str) -> str:
+            kept = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
+            return request.url.path + "?" + urlencode([*kept, ("lang", code)])
+
+        html = (
+            templates(language)
+            .get_template(name)
+            .render(
+                model=model,
+                class_name=lambda label: wording.class_name(label, language),
+                class_names=[wording.class_name(label, language) for label in model["classes"]],
+                status_name=lambda status: wording.status_name(status, language),
+                language_url=language_url,
+                **context,
+            )
+        )
+        response = HTMLResponse(html, status_code=status, headers={"vary": "accept-language, cookie"})
+        if request.query_params.get("lang") == language:
+            response.set_cookie(LANGUAGE_COOKIE, language, max_age=LANGUAGE_COOKIE_SECONDS, samesite="lax")
+        return response
 
     # ------------------------------------------------------------------ pages
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def diagnose_page() -> HTMLResponse:
-        return render("index.html", page="diagnose", results=[])
+    def diagnose_page(request: Request, language: Language) -> HTMLResponse:
+        return render(request, language, "index.html", page="diagnose", results=[])
 
     @app.post("/", response_class=HTMLResponse, include_in_schema=False)
-    async def diagnose_form(files: Annotated[list[UploadFile], File()] = None) -> HTMLResponse:  # noqa: B008
+    async def diagnose_form(
+        request: Request,
+        language: Language,
+        files: Annotated[list[UploadFile], File()] = None,  # noqa: B008
+    ) -> HTMLResponse:
         try:
-            results = await run_in_threadpool(service.diagnose, await read_uploads(files or []))
+            results = await run_in_threadpool(service.diagnose, await read_uploads(files or []), language)
         except RequestError as exc:
-            return render("index.html", exc.status, page="diagnose", results=[], error=exc.to_json())
-        return render("index.html", page="diagnose", results=results)
+            error = exc.to_json()
+            return render(request, language, "index.html", exc.status, page="diagnose", results=[], error=error)
+        return render(request, language, "index.html", page="diagnose", results=results)
 
     @app.get("/history", response_class=HTMLResponse, include_in_schema=False)
     def history_page(
-        predicted: str | None = None, status: str | None = None, reviewed: str | None = None, page: int = 1
+        request: Request,
+        language: Language,
+        predicted: str | None = None,
+        status: str | None = None,
+        reviewed: str | None = None,
+        page: int = 1,
     ) -> HTMLResponse:
         filters = Filters(predicted or None, status or None, parse_reviewed(reviewed))
-        history = service.history(page, 20, filters)
+        history = service.history(page, 20, filters, language)
         query = {"predicted": predicted or "", "status": status or "", "reviewed": reviewed or ""}
 
         def page_url(number: int) -> str:
@@ -231,8 +294,8 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
         pages = max(1, math.ceil(history["total"] / history["per_page"]))
         reviewing = config.review_token is not None
         return render(
-            "history.html", page="history", history=history, filters=filters, statuses=STATUSES, pages=pages,
-            page_url=page_url, reviewing=reviewing,
+            request, language, "history.html", page="history", history=history, filters=filters,
+            statuses=STATUSES, pages=pages, page_url=page_url, reviewing=reviewing,
         )  # fmt: skip
 
     @app.get("/photos/{sha256}.jpg", include_in_schema=False)
@@ -246,9 +309,13 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
     # ------------------------------------------------------------------ JSON API
 
     @app.post("/api/v1/diagnose", tags=["diagnose"])
-    async def diagnose(files: Annotated[list[UploadFile], File(description="one or more photos")]) -> dict:
-        """Diagnose photos; each is stored (and committed) before the reply. One bad file refuses the request."""
-        results = await run_in_threadpool(service.diagnose, await read_uploads(files))
+    async def diagnose(
+        files: Annotated[list[UploadFile], File(description="one or more photos")], language: Language
+    ) -> dict:
+        """Diagnose photos; each is stored (and committed) before the reply. One bad file refuses the request.
+
+        The verdict's words, the class names and the disease card are in the ``Accept-Language`` language."""
+        results = await run_in_threadpool(service.diagnose, await read_uploads(files), language)
         return {"results": results}
 
     @app.get("/api/v1/model", tags=["model"])
@@ -263,22 +330,26 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
         predicted: str | None = None,
         status: str | None = None,
         reviewed: Annotated[str | None, Query(description="yes or no")] = None,
+        language: Language = "en",
     ) -> dict:
         """Stored diagnoses, newest first: ``{"items": [...], "total": T, "page": N, "per_page": M}``."""
-        return service.history(page, per_page, Filters(predicted or None, status or None, parse_reviewed(reviewed)))
+        filters = Filters(predicted or None, status or None, parse_reviewed(reviewed))
+        return service.history(page, per_page, filters, language)
 
     @app.get("/api/v1/diagnoses/{diagnosis_id}", tags=["history"])
-    def diagnosis(diagnosis_id: int) -> dict:
-        return service.record(diagnosis_id)
+    def diagnosis(diagnosis_id: int, language: Language) -> dict:
+        return service.record(diagnosis_id, language)
 
     @app.post("/api/v1/diagnoses/{diagnosis_id}/review", tags=["history"])
     def review(
         diagnosis_id: int,
         body: Review,
+        language: Language,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
     ) -> dict:
         """An expert confirms or corrects the label (one of the model's classes); needs the review token."""
-        return service.review(diagnosis_id, body.label, credentials.credentials if credentials else None)
+        token = credentials.credentials if credentials else None
+        return service.review(diagnosis_id, body.label, token, language)
 
     @app.get("/api/v1/diagnoses/{diagnosis_id}/gradcam.png", tags=["history"], response_class=Response)
     async def gradcam(diagnosis_id: int) -> Response:

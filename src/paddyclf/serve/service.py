@@ -14,7 +14,6 @@ import re
 import threading
 import unicodedata
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,52 +24,16 @@ from ..data import build_transform
 from ..errors import UserError
 from ..fileio import file_sha256
 from ..inference import load_predictor
-from ..trust import OK, OUT_OF_DISTRIBUTION, UNSURE
 from .batching import DynamicBatcher
 from .config import ServeConfig
 from .errors import RequestError
 from .photos import Photo, read_photo
 from .store import STATUSES, DiskFullError, Filters, NewDiagnosis, Store
+from .wording import Wording
 
 MAX_PER_PAGE = 100
 SHA256_PATTERN = r"[0-9a-f]{64}"
 MAX_NAME_LENGTH = 200
-
-
-@dataclass(frozen=True)
-class VerdictText:
-    """How a verdict reads on the page: a badge, a headline, what it means, and what to do."""
-
-    badge: str
-    headline: str
-    detail: str
-    advice: str
-
-
-VERDICT_TEXT = {
-    OK: VerdictText("answer", "Most likely {label} ({percent}).", "", ""),
-    UNSURE: VerdictText(
-        "not sure",
-        "Not sure.",
-        "The model cannot tell which disease this is; the classes below are guesses, not an answer.",
-        "Take a closer photo of one leaf, in daylight.",
-    ),
-    OUT_OF_DISTRIBUTION: VerdictText(
-        "not a leaf photo",
-        "This does not look like the training photos.",
-        "The model learned from photos of rice leaves; this one is unlike them, so any answer would be a guess.",
-        "Photograph one rice leaf so that it fills the frame, in daylight.",
-    ),
-}
-
-
-def percent_text(probability: float) -> str:
-    """A probability as people read it, to 0.1%; never "100.0%" (or "0.0%"), which no model should claim."""
-    if probability >= 0.9995:
-        return "over 99.9%"
-    if 0 < probability < 0.0005:
-        return "under 0.1%"
-    return f"{100 * probability:.1f}%"
 
 
 def load_class_info(path: str | None, classes: list[str]) -> dict[str, list[tuple[str, str]]]:
@@ -125,7 +88,7 @@ class DiagnosisService:
         if config.top_k > len(self.classes):
             raise UserError(f"--top-k must be at most the number of classes ({len(self.classes)}).")
         self.model_sha256 = file_sha256(config.model)
-        self.class_info = load_class_info(config.class_info, self.classes)
+        self.wording = Wording(self.classes, load_class_info(config.class_info, self.classes))
         self.transform = build_transform(self.predictor.image_size, self.predictor.norm, train=False)
         self.store = Store(config.data_dir)
         self.store.register_model(self.model_sha256, Path(config.model).name, self.classes)
@@ -165,7 +128,7 @@ class DiagnosisService:
 
     # ------------------------------------------------------------------ diagnose
 
-    def diagnose(self, uploads: list[tuple[str | None, bytes]]) -> list[dict]:
+    def diagnose(self, uploads: list[tuple[str | None, bytes]], language: str = "en") -> list[dict]:
         """Diagnose and store every upload; one bad file refuses the whole request (nothing is stored).
 
         Each record is committed before this returns, so a reply means the history has it.
@@ -177,9 +140,10 @@ class DiagnosisService:
             read_photo(data, name, self.config.max_pixels) for name, (_, data) in zip(names, uploads, strict=True)
         ]
         futures: list[Future] = [self.batcher.submit(self.transform(photo.image)) for photo in photos]
-        return [self._store(name, photo, f.result()) for name, photo, f in zip(names, photos, futures, strict=True)]
+        results = zip(names, photos, futures, strict=True)
+        return [self._store(name, photo, f.result(), language) for name, photo, f in results]
 
-    def _store(self, name: str, photo: Photo, result: tuple[np.ndarray, float | None, str]) -> dict:
+    def _store(self, name: str, photo: Photo, result: tuple[np.ndarray, float | None, str], language: str) -> dict:
         probabilities, ood_score, status = result
         order = np.argsort(-probabilities)[: self.config.top_k]
         top_k = [(self.classes[i], round(float(probabilities[i]), 6)) for i in order]
@@ -192,45 +156,40 @@ class DiagnosisService:
         except DiskFullError as exc:
             message = f"The server's disk is full ({exc}); this photo was not stored. Free space in its --data-dir."
             raise RequestError(507, message, name) from None
-        return self.describe(record)
+        return self.describe(record, language)
 
-    def describe(self, record: dict) -> dict:
-        """A stored record as the API and the pages show it: URLs, the verdict in words, the class text."""
-        sha, status, best = record["photo_sha256"], record["status"], record["top_k"][0]
-        text = VERDICT_TEXT.get(status, VERDICT_TEXT[UNSURE])
-        verdict = {
-            "status": status,
-            "badge": text.badge,
-            "headline": text.headline.format(label=best["label"], percent=percent_text(best["probability"])),
-            "detail": text.detail,
-            "advice": text.advice,
-        }
-        info = self.class_info.get(best["label"], []) if status == OK else []
-        return record | {
-            "verdict": verdict,
-            "class_info": [{"heading": h, "text": t} for h, t in info],
-            "photo_url": f"/photos/{sha}.jpg",
-            "thumbnail_url": f"/thumbs/{sha}.jpg",
-            "gradcam_url": f"/api/v1/diagnoses/{record['id']}/gradcam.png" if self.explainable else None,
-        }
+    def describe(self, record: dict, language: str = "en") -> dict:
+        """A stored record as the API and the pages show it: URLs, and in ``language`` the verdict in
+        words, the class names and the disease card of an answer (:class:`~.wording.Wording`)."""
+        sha = record["photo_sha256"]
+        return (
+            record
+            | self.wording.describe(record, language)
+            | {
+                "photo_url": f"/photos/{sha}.jpg",
+                "thumbnail_url": f"/thumbs/{sha}.jpg",
+                "gradcam_url": f"/api/v1/diagnoses/{record['id']}/gradcam.png" if self.explainable else None,
+            }
+        )
 
     # ------------------------------------------------------------------ history and review
 
-    def history(self, page: int = 1, per_page: int = 20, filters: Filters | None = None) -> dict:
+    def history(self, page: int = 1, per_page: int = 20, filters: Filters | None = None, language: str = "en") -> dict:
         if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
             raise RequestError(422, f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}.")
         if filters and filters.status and filters.status not in STATUSES:
             raise RequestError(422, f"status must be one of {', '.join(STATUSES)} (got {filters.status!r}).")
         items, total = self.store.page(page, per_page, filters)
-        return {"items": [self.describe(r) for r in items], "total": total, "page": page, "per_page": per_page}
+        described = [self.describe(r, language) for r in items]
+        return {"items": described, "total": total, "page": page, "per_page": per_page}
 
-    def record(self, diagnosis_id: int) -> dict:
+    def record(self, diagnosis_id: int, language: str = "en") -> dict:
         record = self.store.get(diagnosis_id)
         if record is None:
             raise RequestError(404, f"There is no diagnosis {diagnosis_id}.")
-        return self.describe(record)
+        return self.describe(record, language)
 
-    def review(self, diagnosis_id: int, label: str, token: str | None) -> dict:
+    def review(self, diagnosis_id: int, label: str, token: str | None, language: str = "en") -> dict:
         """An expert confirms or corrects the label of a stored photo (``label`` must be a model class)."""
         check_token(self.config.review_token, token)
         if label not in self.classes:
@@ -238,7 +197,7 @@ class DiagnosisService:
         record = self.store.review(diagnosis_id, label)
         if record is None:
             raise RequestError(404, f"There is no diagnosis {diagnosis_id}.")
-        return self.describe(record)
+        return self.describe(record, language)
 
     def photo_file(self, sha256: str, kind: str) -> Path:
         """A stored photo by its hash; anything that is not a 64-hex-digit name is simply not found."""

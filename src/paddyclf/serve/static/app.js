@@ -2,6 +2,14 @@
 "use strict";
 document.documentElement.classList.add("js");
 
+// The page's language: the server puts this script's translated messages in <script id="messages">
+// (the same gettext catalogue as the pages; `make messages` extracts the _() calls below).
+const MESSAGES = JSON.parse(document.getElementById("messages")?.textContent || "{}");
+function _(message, values = {}) {
+  const text = MESSAGES[message] || message;
+  return text.replace(/%\((\w+)\)s/g, (whole, name) => (name in values ? String(values[name]) : whole));
+}
+
 // Diagnose: upload each photo on its own request and show the card the server renders for it,
 // in place of a placeholder (the newest selection on top, in the order the photos were chosen).
 function placeholder(file) {
@@ -9,7 +17,7 @@ function placeholder(file) {
   pending.className = "card pending";
   const body = document.createElement("div");
   body.className = "body";
-  body.textContent = "Diagnosing " + file.name + " …";
+  body.textContent = _("Diagnosing %(name)s …", { name: file.name });
   pending.appendChild(body);
   return pending;
 }
@@ -23,14 +31,14 @@ async function diagnose(file, pending) {
     const text = await response.text();
     const cards = new DOMParser().parseFromString(text, "text/html").querySelectorAll("#results > .card");
     if (cards.length === 0) {
-      let reason = "the server answered " + response.status;
+      let reason = _("the server answered %(status)s", { status: response.status });
       try { reason = JSON.parse(text).error || reason; } catch (ignored) { /* not JSON */ }
       throw new Error(reason);
     }
     pending.replaceWith(...Array.from(cards, (card) => document.adoptNode(card)));
   } catch (error) {
     pending.className = "card error";
-    body.textContent = file.name + ": not diagnosed. " + error.message;
+    body.textContent = _("%(name)s: not diagnosed.", { name: file.name }) + " " + error.message;
   }
 }
 
@@ -62,7 +70,7 @@ document.addEventListener("click", (event) => {
   const img = button.closest(".card").querySelector("img");
   const showing = img.getAttribute("src") === img.dataset.gradcam;
   img.src = showing ? img.dataset.photo : img.dataset.gradcam;
-  button.textContent = showing ? "Show where the model looked" : "Show the photo";
+  button.textContent = showing ? _("Show where the model looked") : _("Show the photo");
 });
 
 // Review: the token stays in this tab (sessionStorage) and goes as a bearer header.
@@ -78,7 +86,7 @@ function setUpReview() {
     const message = form.querySelector(".review-message");
     const label = form.querySelector("select").value;
     message.className = "review-message";
-    message.textContent = "saving …";
+    message.textContent = _("saving …");
     try {
       const response = await fetch("/api/v1/diagnoses/" + form.dataset.id + "/review", {
         method: "POST",
@@ -86,9 +94,10 @@ function setUpReview() {
         body: JSON.stringify({ label }),
       });
       const answer = await response.json();
-      if (!response.ok) throw new Error(answer.error || "error " + response.status);
-      form.closest(".card").querySelector(".review-state").textContent = "reviewed: " + answer.reviewed_label;
-      message.textContent = "saved";
+      if (!response.ok) throw new Error(answer.error || _("error %(status)s", { status: response.status }));
+      const shown = answer.reviewed_name || answer.reviewed_label;
+      form.closest(".card").querySelector(".review-state").textContent = _("reviewed: %(label)s", { label: shown });
+      message.textContent = _("saved");
     } catch (error) {
       message.className = "review-message failed";
       message.textContent = error.message;
