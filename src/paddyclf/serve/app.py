@@ -156,6 +156,23 @@ class Review(BaseModel):
     label: str
 
 
+class ErrorBody(BaseModel):
+    """Every refusal (4xx) and every unexpected failure (500): what went wrong, and which file when one did."""
+
+    error: str
+    file: str | None = None
+
+
+# documented on every API route, so that clients (and the schema fuzz test) know every answer's shape
+ERROR_RESPONSES: dict[int | str, dict] = {
+    "4XX": {"model": ErrorBody, "description": "refused: the request, a photo or the token"},
+    "5XX": {
+        "model": ErrorBody,
+        "description": "an unexpected failure (500) or a full disk (507); the server keeps serving",
+    },
+}
+
+
 async def read_uploads(files: list[UploadFile]) -> list[tuple[str | None, bytes]]:
     return [(f.filename, await f.read()) for f in files]
 
@@ -308,7 +325,7 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
 
     # ------------------------------------------------------------------ JSON API
 
-    @app.post("/api/v1/diagnose", tags=["diagnose"])
+    @app.post("/api/v1/diagnose", tags=["diagnose"], responses=ERROR_RESPONSES)
     async def diagnose(
         files: Annotated[list[UploadFile], File(description="one or more photos")], language: Language
     ) -> dict:
@@ -318,12 +335,12 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
         results = await run_in_threadpool(service.diagnose, await read_uploads(files), language)
         return {"results": results}
 
-    @app.get("/api/v1/model", tags=["model"])
+    @app.get("/api/v1/model", tags=["model"], responses=ERROR_RESPONSES)
     def model_info() -> dict:
         """Classes, input size, calibration thresholds and the sha256 of the served model file."""
         return model
 
-    @app.get("/api/v1/diagnoses", tags=["history"])
+    @app.get("/api/v1/diagnoses", tags=["history"], responses=ERROR_RESPONSES)
     def diagnoses(
         page: Annotated[int, Query(ge=1)] = 1,
         per_page: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -336,11 +353,11 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
         filters = Filters(predicted or None, status or None, parse_reviewed(reviewed))
         return service.history(page, per_page, filters, language)
 
-    @app.get("/api/v1/diagnoses/{diagnosis_id}", tags=["history"])
+    @app.get("/api/v1/diagnoses/{diagnosis_id}", tags=["history"], responses=ERROR_RESPONSES)
     def diagnosis(diagnosis_id: int, language: Language) -> dict:
         return service.record(diagnosis_id, language)
 
-    @app.post("/api/v1/diagnoses/{diagnosis_id}/review", tags=["history"])
+    @app.post("/api/v1/diagnoses/{diagnosis_id}/review", tags=["history"], responses=ERROR_RESPONSES)
     def review(
         diagnosis_id: int,
         body: Review,
@@ -351,12 +368,17 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
         token = credentials.credentials if credentials else None
         return service.review(diagnosis_id, body.label, token, language)
 
-    @app.get("/api/v1/diagnoses/{diagnosis_id}/gradcam.png", tags=["history"], response_class=Response)
+    @app.get(
+        "/api/v1/diagnoses/{diagnosis_id}/gradcam.png",
+        tags=["history"],
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "the overlay"}, **ERROR_RESPONSES},
+    )
     async def gradcam(diagnosis_id: int) -> Response:
         """Grad-CAM of the predicted class over the stored photo (checkpoints only)."""
         return Response(await run_in_threadpool(service.gradcam_png, diagnosis_id), media_type="image/png")
 
-    @app.get("/healthz", tags=["model"])
+    @app.get("/healthz", tags=["model"], responses=ERROR_RESPONSES)
     def healthz() -> dict:
         """Liveness, the served model, and how the dynamic batcher has batched so far (this process)."""
         return {"status": "ok", "model_sha256": service.model_sha256, "batching": service.batcher.stats()}
