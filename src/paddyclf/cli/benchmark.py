@@ -189,6 +189,33 @@ def run_benchmark_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_benchmark_visit_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..benchmarks.visit import DEFAULT_SIZES
+
+    parser.add_argument("--checkpoint", required=True, help="a model file (checkpoint or export)")
+    parser.add_argument("--metadata", required=True, help="a metadata.csv with split and group columns (`prepare`)")
+    parser.add_argument("--split", default="test", help="the split the visits draw from (default: test)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="photos per visit (default: 1 3 5)"
+    )
+    parser.add_argument("--visits", type=int, default=1000, help="visits drawn per size (default: 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="the draw's seed (default: 0)")
+    parser.add_argument("--num-workers", type=int, default=0, help="decoding processes (default: 0)")
+    parser.add_argument(
+        "--output", default="results/visit_benchmark", help="prefix of .json/.md (default: results/visit_benchmark)"
+    )
+
+
+def run_benchmark_visit(args: argparse.Namespace) -> int:
+    from ..benchmarks.visit import run_visit_benchmark
+
+    run_visit_benchmark(
+        args.checkpoint, args.metadata, args.split, args.sizes, args.visits, args.seed, args.output,
+        num_workers=args.num_workers,
+    )  # fmt: skip
+    return 0
+
+
 def add_benchmark_export_arguments(parser: argparse.ArgumentParser) -> None:
     from ..export import FORMATS
 
@@ -320,6 +347,11 @@ BENCHMARKS: dict[str, Command] = {
         "calibration, unsure coverage and out-of-distribution detection (non-leaf photos, held-out classes)",
         add_benchmark_trust_arguments,
         run_benchmark_trust,
+    ),
+    "visit": Command(
+        "one field, several leaves: answered share and accuracy of visits of 1, 3, 5 photos vs one photo",
+        add_benchmark_visit_arguments,
+        run_benchmark_visit,
     ),
     "serve": Command(
         "the web app under concurrent load: requests/s and latency vs the bare predictor one photo at a time",
