@@ -12,6 +12,7 @@ import stat
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -702,3 +703,38 @@ def test_training_refuses_a_class_without_train_photos(tiny_data, tmp_path, caps
     args = ["train", "--metadata", str(tiny_data / "metadata.csv"), "--label2id", str(tmp_path / "label2id.json")]
     assert main([*args, "--epochs", "1", "--output-dir", str(tmp_path / "out")]) == 2
     assert "never_photographed" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_is_exported_once_for_the_browser_and_gives_the_predictors_logits(make_client, leaves):
+    import onnxruntime as ort
+
+    from paddyclf.data import build_transform
+    from paddyclf.data.images import load_image
+
+    client = make_client()
+    service = client.app.state.service
+    assert client.get("/api/v1/model").json()["browser_model"] == "/browser/model.onnx"
+    reply = client.get("/browser/model.onnx")
+    assert reply.status_code == 200 and reply.headers["content-type"] == "application/octet-stream"
+    meta = client.get("/browser/model.json").json()
+    assert meta["classes"] == service.classes and meta["trust"]["temperature"] == service.predictor.trust.temperature
+    assert meta["sha256"] == hashlib.sha256(reply.content).hexdigest()
+    session = ort.InferenceSession(reply.content, providers=["CPUExecutionProvider"])
+    image = build_transform(service.predictor.image_size, service.predictor.norm, train=False)(load_image(leaves[0]))
+    logits, _ = session.run(None, {session.get_inputs()[0].name: image[None].numpy()})
+    expected = service.predictor.outputs(image[None])
+    np.testing.assert_allclose(logits, expected["logits"], atol=1e-4)
+    cached = service.browser_model().path
+    exported_at = cached.stat().st_mtime_ns
+    again = make_client()  # a restart with the same --data-dir: the cached export, not a new one
+    assert again.get("/browser/model.onnx").content == reply.content and cached.stat().st_mtime_ns == exported_at
+
+
+def test_an_openvino_or_torchscript_server_has_no_browser_model(make_client, served_checkpoint, tmp_path):
+    script = tmp_path / "model.ts"
+    args = ["--checkpoint", str(served_checkpoint), "--format", "torchscript", "--output", str(script)]
+    assert main(["export", *args]) == 0
+    client = make_client(model=script)
+    assert client.get("/api/v1/model").json()["browser_model"] is None
+    reply = client.get("/browser/model.onnx")
+    assert reply.status_code == 404 and "through the API" in reply.json()["error"]

@@ -25,6 +25,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 from paddyclf.serve.app import create_app  # noqa: E402
 from paddyclf.serve.config import ServeConfig  # noqa: E402
 
+pytestmark = pytest.mark.slow  # 1,300 generated requests: `make test`, not `make test-fast`
 TOKEN = "fuzz-review-token"
 EXAMPLES = 100
 CHECKS = [schemathesis.checks.not_a_server_error, status_code_conformance, content_type_conformance,

@@ -18,7 +18,7 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from babel.numbers import format_decimal
-from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -34,7 +34,7 @@ from .. import __version__, i18n
 from ..i18n import translations
 from .config import ServeConfig
 from .errors import RequestError
-from .service import DiagnosisService
+from .service import DiagnosisService, device_report
 from .store import STATUSES, DiskFullError, Filters
 
 HERE = Path(__file__).parent
@@ -323,6 +323,18 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
     def thumbnail(sha256: str) -> FileResponse:
         return FileResponse(service.photo_file(sha256, "thumbs"), media_type="image/jpeg")
 
+    @app.get("/browser/model.onnx", include_in_schema=False)
+    async def browser_onnx() -> FileResponse:
+        """The served model as ONNX, for ONNX Runtime Web (exported from a checkpoint the first time)."""
+        model = await run_in_threadpool(service.browser_model)
+        return FileResponse(model.path, media_type="application/octet-stream", headers={"cache-control": "no-cache"})
+
+    @app.get("/browser/model.json", include_in_schema=False)
+    async def browser_metadata() -> dict:
+        """Its sidecar: classes, preprocessing, temperature and thresholds, and the model's sha256."""
+        model = await run_in_threadpool(service.browser_model)
+        return model.metadata | model.describe()
+
     # ------------------------------------------------------------------ JSON API
 
     @app.post("/api/v1/diagnose", tags=["diagnose"], responses=ERROR_RESPONSES)
@@ -334,6 +346,24 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
         The verdict's words, the class names and the disease card are in the ``Accept-Language`` language."""
         results = await run_in_threadpool(service.diagnose, await read_uploads(files), language)
         return {"results": results}
+
+    @app.post("/api/v1/sync", tags=["diagnose"], responses=ERROR_RESPONSES)
+    async def sync(
+        file: Annotated[UploadFile, File(description="the photo, as the phone diagnosed it")],
+        device_id: Annotated[str, Form(description="a random id the phone keeps (8-64 of A-Z a-z 0-9 - _)")],
+        device_status: Annotated[str, Form(description="the phone's verdict: ok, unsure or out_of_distribution")],
+        device_top_k: Annotated[str, Form(description='JSON [{"label": NAME, "probability": P}, ...]')],
+        language: Language,
+        device_model_sha256: Annotated[str | None, Form(description="the model the phone ran")] = None,
+        diagnosed_at: Annotated[str | None, Form(description="when, by the phone's clock (ISO 8601)")] = None,
+    ) -> dict:
+        """A diagnosis made offline on a phone, stored exactly once with the server's own re-check.
+
+        ``(device_id, sha256 of the photo's bytes)`` makes it idempotent: sending it again returns the
+        stored record with ``"replayed": true``. The record is committed before the reply."""
+        data = await file.read()
+        report = device_report(device_id, device_status, device_top_k, data, device_model_sha256, diagnosed_at)
+        return await run_in_threadpool(service.sync, (file.filename, data), report, language)
 
     @app.get("/api/v1/model", tags=["model"], responses=ERROR_RESPONSES)
     def model_info() -> dict:

@@ -34,6 +34,9 @@ def serve(config: ServeConfig) -> None:
     service = DiagnosisService(config)
     where = f"http://{config.host}:{config.port}"
     print(f"paddyclf serve: {config.model} ({service.predictor.backend}) at {where}, history in {config.data_dir}")
+    if service.has_browser_model:  # export a checkpoint for browsers now, not on the first phone's visit
+        browser = service.browser_model()
+        print(f"  browser model: {browser.path} ({browser.size_bytes / 1e6:.1f} MB)")
     if config.review_token is None:
         print("  reviewing is off (give --review-token or $PADDYCLF_REVIEW_TOKEN to turn it on)")
     options = {"host": config.host, "port": config.port, "log_level": "info", "timeout_graceful_shutdown": 5}

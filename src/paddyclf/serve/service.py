@@ -7,6 +7,7 @@ Grad-CAM for checkpoints. Every refusal is a :class:`~.errors.RequestError` with
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import io
 import json
@@ -14,6 +15,7 @@ import re
 import threading
 import unicodedata
 from concurrent.futures import Future
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +27,11 @@ from ..errors import UserError
 from ..fileio import file_sha256
 from ..inference import load_predictor
 from .batching import DynamicBatcher
+from .browser_model import CHECKPOINT_SUFFIXES, BrowserModel, browser_model
 from .config import ServeConfig
 from .errors import RequestError
 from .photos import Photo, read_photo
-from .store import STATUSES, DiskFullError, Filters, NewDiagnosis, Store
+from .store import STATUSES, AlreadySyncedError, DeviceReport, DiskFullError, Filters, NewDiagnosis, Store
 from .wording import Wording
 
 MAX_PER_PAGE = 100
@@ -71,6 +74,41 @@ def display_name(filename: str | None) -> str:
     return name[:MAX_NAME_LENGTH] or "upload"
 
 
+DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
+MAX_REPORTED_CLASSES = 50
+
+
+def device_report(
+    device_id: str,
+    status: str,
+    top_k_json: str,
+    data: bytes,
+    model_sha256: str | None = None,
+    diagnosed_at: str | None = None,
+) -> DeviceReport:
+    """A phone's report of an offline diagnosis, checked (422 naming what is wrong)."""
+    if not DEVICE_ID_PATTERN.fullmatch(device_id):
+        raise RequestError(422, "device_id must be 8 to 64 letters, digits, '-' or '_' (a random id the phone keeps).")
+    if status not in STATUSES:
+        raise RequestError(422, f"device_status must be one of {', '.join(STATUSES)} (got {status[:40]!r}).")
+    try:
+        raw = json.loads(top_k_json)
+        top_k = [(str(item["label"])[:200], float(item["probability"])) for item in raw]
+    except (ValueError, TypeError, KeyError):
+        raise RequestError(422, 'device_top_k must be JSON [{"label": NAME, "probability": P}, ...].') from None
+    if not 1 <= len(top_k) <= MAX_REPORTED_CLASSES or not all(0.0 <= p <= 1.0 for _, p in top_k):
+        raise RequestError(422, f"device_top_k needs 1 to {MAX_REPORTED_CLASSES} classes, each probability in [0, 1].")
+    if model_sha256 is not None and not re.fullmatch(SHA256_PATTERN, model_sha256):
+        raise RequestError(422, "device_model_sha256 must be 64 lower-case hex digits.")
+    if diagnosed_at is not None:
+        try:
+            diagnosed_at = datetime.fromisoformat(diagnosed_at).isoformat()
+        except ValueError:
+            raise RequestError(422, "diagnosed_at must be an ISO 8601 time.") from None
+    upload_sha256 = hashlib.sha256(data).hexdigest()
+    return DeviceReport(device_id, upload_sha256, status, top_k, model_sha256, diagnosed_at)
+
+
 def check_token(expected: str | None, given: str | None) -> None:
     """Raise 403 when reviewing is off, 401 when the bearer token is missing or wrong (constant-time compare)."""
     if expected is None:
@@ -94,6 +132,8 @@ class DiagnosisService:
         self.store.register_model(self.model_sha256, Path(config.model).name, self.classes)
         self.batcher = DynamicBatcher(self._run_batch, config.max_batch, config.max_wait_ms / 1000)
         self.explainable = self.predictor.backend == "torch"
+        self._browser_model: BrowserModel | None = None
+        self.has_browser_model = Path(config.model).suffix.lower() in (".onnx", *CHECKPOINT_SUFFIXES)
         self._explainer = None
         self._explain_lock = threading.Lock()
 
@@ -123,6 +163,7 @@ class DiagnosisService:
                 "ood_above": trust.ood_threshold,
             },
             "gradcam": self.explainable,
+            "browser_model": "/browser/model.onnx" if self.has_browser_model else None,
             "max_upload_mb": self.config.max_upload_mb,
         }
 
@@ -143,12 +184,38 @@ class DiagnosisService:
         results = zip(names, photos, futures, strict=True)
         return [self._store(name, photo, f.result(), language) for name, photo, f in results]
 
-    def _store(self, name: str, photo: Photo, result: tuple[np.ndarray, float | None, str], language: str) -> dict:
+    def sync(self, upload: tuple[str | None, bytes], report: DeviceReport, language: str = "en") -> dict:
+        """Store a diagnosis a phone made offline, exactly once, beside the server's own re-check of the photo.
+
+        ``(report.device_id, sha256 of the bytes)`` is the key: a replay (the phone did not see the
+        first reply) returns the stored record with ``"replayed": true`` and stores nothing. The record
+        is committed before this returns; an upload cut off on the way stores nothing, so the phone
+        simply sends it again.
+        """
+        name, data = display_name(upload[0]), upload[1]
+        existing = self.store.find_synced(report.device_id, report.upload_sha256)
+        if existing is None:
+            photo = read_photo(data, name, self.config.max_pixels)
+            result = self.batcher.submit(self.transform(photo.image)).result()
+            try:
+                return self._store(name, photo, result, language, report) | {"replayed": False}
+            except AlreadySyncedError:  # the same upload, racing this one, was stored first
+                existing = self.store.find_synced(report.device_id, report.upload_sha256)
+        return self.describe(existing, language) | {"replayed": True}
+
+    def _store(
+        self,
+        name: str,
+        photo: Photo,
+        result: tuple[np.ndarray, float | None, str],
+        language: str,
+        device: DeviceReport | None = None,
+    ) -> dict:
         probabilities, ood_score, status = result
         order = np.argsort(-probabilities)[: self.config.top_k]
         top_k = [(self.classes[i], round(float(probabilities[i]), 6)) for i in order]
         new = NewDiagnosis(
-            photo.sha256, name, *photo.image.size, top_k, status, ood_score, self.model_sha256, photo.gps
+            photo.sha256, name, *photo.image.size, top_k, status, ood_score, self.model_sha256, photo.gps, device
         )
         try:
             self.store.save_photo(photo.sha256, photo.jpeg, photo.thumbnail)
@@ -198,6 +265,16 @@ class DiagnosisService:
         if record is None:
             raise RequestError(404, f"There is no diagnosis {diagnosis_id}.")
         return self.describe(record, language)
+
+    def browser_model(self) -> BrowserModel:
+        """The ONNX model the page runs in the browser (a checkpoint is exported the first time); 404 if none."""
+        if not self.has_browser_model:
+            raise RequestError(
+                404, f"This server runs a {self.predictor.backend} model; browsers diagnose through the API."
+            )
+        if self._browser_model is None:
+            self._browser_model = browser_model(self.config.model, self.model_sha256, self.config.data_dir)
+        return self._browser_model
 
     def photo_file(self, sha256: str, kind: str) -> Path:
         """A stored photo by its hash; anything that is not a 64-hex-digit name is simply not found."""

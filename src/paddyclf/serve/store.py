@@ -71,12 +71,24 @@ MIGRATIONS = [
     ALTER TABLE diagnoses ADD COLUMN reviewed_at TEXT;
     CREATE INDEX diagnoses_reviewed ON diagnoses (reviewed_label);
     """,
+    """
+    ALTER TABLE diagnoses ADD COLUMN device_id TEXT;            -- a diagnosis made on a phone, then synced
+    ALTER TABLE diagnoses ADD COLUMN upload_sha256 TEXT;        -- of the bytes sent: with device_id, the sync key
+    ALTER TABLE diagnoses ADD COLUMN device_status TEXT;        -- the phone's verdict (status is the re-check)
+    ALTER TABLE diagnoses ADD COLUMN device_top_k TEXT;         -- JSON [[label, probability], ...] on the phone
+    ALTER TABLE diagnoses ADD COLUMN device_model_sha256 TEXT;
+    ALTER TABLE diagnoses ADD COLUMN device_diagnosed_at TEXT;  -- the phone's clock, ISO 8601
+    CREATE UNIQUE INDEX diagnoses_device_upload ON diagnoses (device_id, upload_sha256) WHERE device_id IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+DEVICE_COLUMNS = ("device_id", "upload_sha256", "device_status", "device_top_k", "device_model_sha256",
+                  "device_diagnosed_at")  # fmt: skip
 COLUMNS = (
     "id, created_at, photo_sha256, original_name, width, height, predicted, confidence, status, ood_score, "
-    "top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude, reviewed_label, reviewed_at"
+    "top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude, reviewed_label, reviewed_at, "
+    + ", ".join(DEVICE_COLUMNS)
 )
 
 
@@ -123,6 +135,23 @@ class NewDiagnosis:
     ood_score: float | None
     model_sha256: str
     gps: tuple[float | None, float | None, float | None] = (None, None, None)
+    device: DeviceReport | None = None  # set when a phone diagnosed the photo offline and synced it
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """What a phone said of a photo it diagnosed offline; ``(device_id, upload_sha256)`` makes a sync idempotent."""
+
+    device_id: str
+    upload_sha256: str
+    status: str
+    top_k: list[tuple[str, float]]
+    model_sha256: str | None = None
+    diagnosed_at: str | None = None
+
+
+class AlreadySyncedError(Exception):
+    """A sync whose ``(device_id, upload_sha256)`` is stored already (a replay that raced the first)."""
 
 
 @dataclass
@@ -144,9 +173,17 @@ class Filters:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 
+def _top_k(raw: str) -> list[dict]:
+    return [{"label": label, "probability": p} for label, p in json.loads(raw)]
+
+
 def row_to_record(row: sqlite3.Row) -> dict:
+    """A row as the API shows it; the device columns become ``"device"`` (None for a server upload)."""
     record = dict(row)
-    record["top_k"] = [{"label": label, "probability": p} for label, p in json.loads(record["top_k"])]
+    record["top_k"] = _top_k(record["top_k"])
+    device = {name.removeprefix("device_"): record.pop(name) for name in DEVICE_COLUMNS}
+    device["top_k"] = _top_k(device["top_k"]) if device["top_k"] else None
+    record["device"] = device if device["id"] is not None else None
     return record
 
 
@@ -237,18 +274,40 @@ class Store:
             )
 
     def add(self, new: NewDiagnosis) -> dict:
-        """Insert and commit one diagnosis; returns the stored record (with its ``id``)."""
+        """Insert and commit one diagnosis; returns the stored record (with its ``id``).
+
+        A device's sync whose ``(device_id, upload_sha256)`` is stored already raises :class:`AlreadySyncedError`
+        (the unique index decides, inside the transaction, so two racing replays make one row).
+        """
         (predicted, confidence), top_k = new.top_k[0], json.dumps([[label, p] for label, p in new.top_k])
-        with self.transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO diagnoses (created_at, photo_sha256, original_name, width, height, predicted, "
-                "confidence, status, ood_score, top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (utc_now(), new.photo_sha256, new.original_name, new.width, new.height, predicted, confidence,
-                 new.status, new.ood_score, top_k, new.model_sha256, *new.gps),
-            )  # fmt: skip
-            row = db.execute(f"SELECT {COLUMNS} FROM diagnoses WHERE id = ?", (cursor.lastrowid,)).fetchone()
+        d = new.device
+        device = (
+            (d.device_id, d.upload_sha256, d.status, json.dumps([[label, p] for label, p in d.top_k]),
+             d.model_sha256, d.diagnosed_at) if d else (None,) * len(DEVICE_COLUMNS)
+        )  # fmt: skip
+        try:
+            with self.transaction() as db:
+                cursor = db.execute(
+                    "INSERT INTO diagnoses (created_at, photo_sha256, original_name, width, height, predicted, "
+                    "confidence, status, ood_score, top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude, "
+                    f"{', '.join(DEVICE_COLUMNS)}) VALUES ({', '.join('?' * (14 + len(DEVICE_COLUMNS)))})",
+                    (utc_now(), new.photo_sha256, new.original_name, new.width, new.height, predicted, confidence,
+                     new.status, new.ood_score, top_k, new.model_sha256, *new.gps, *device),
+                )  # fmt: skip
+                row = db.execute(f"SELECT {COLUMNS} FROM diagnoses WHERE id = ?", (cursor.lastrowid,)).fetchone()
+        except sqlite3.IntegrityError:
+            if d is None:
+                raise
+            raise AlreadySyncedError(d.device_id, d.upload_sha256) from None
         return row_to_record(row)
+
+    def find_synced(self, device_id: str, upload_sha256: str) -> dict | None:
+        """The diagnosis a device's earlier sync of these bytes stored, if any."""
+        with self.lock:
+            row = self.connection.execute(
+                f"SELECT {COLUMNS} FROM diagnoses WHERE device_id = ? AND upload_sha256 = ?", (device_id, upload_sha256)
+            ).fetchone()
+        return row_to_record(row) if row else None
 
     def get(self, diagnosis_id: int) -> dict | None:
         if not is_row_id(diagnosis_id):
