@@ -118,6 +118,8 @@ def test_the_script_gets_exactly_its_own_messages():
         ("", "en"),
         (None, "en"),
         ("vi;q=abc, ;;, en-GB", "en"),  # a malformed weight counts as 0
+        ("VI-vn", "vi"),  # tags are case-insensitive
+        ("Vi", "vi"),
     ],
 )
 def test_the_language_is_the_best_match_of_accept_language(header, language):
@@ -126,7 +128,7 @@ def test_the_language_is_the_best_match_of_accept_language(header, language):
 
 def test_a_chosen_language_wins_over_accept_language_unless_it_has_no_catalogue():
     assert negotiate("vi", chosen="en") == "en" and negotiate("en", chosen="vi") == "vi"
-    assert negotiate("vi", chosen="xx") == "vi"
+    assert negotiate("vi", chosen="xx") == "vi" and negotiate("en", chosen="VI") == "vi"
     assert parse_accept_language("en;q=0.5, vi, de;q=0.7") == ["vi", "de", "en"]
 
 

@@ -412,9 +412,10 @@ def test_class_info_replaces_the_built_in_card_for_an_answer_and_is_escaped(make
         {"heading": "Advice", "text": "ask an agronomist"},
     ]
     assert answer["card"] is None  # the operator's text replaces the built-in card
-    assert answer["verdict"]["headline"] == f"Most likely {names[0]} (90.0%)."  # no card: the label, as named
+    assert answer["verdict"]["headline"] == "Most likely Healthy rice plant (90.0%)."  # the card's name stays
     sure = service.describe(answer | {"top_k": [{"label": names[0], "probability": 0.99996}]})
-    assert sure["verdict"]["headline"] == f"Most likely {names[0]} (over 99.9%)."  # never 100.0%
+    assert sure["verdict"]["headline"] == "Most likely Healthy rice plant (over 99.9%)."  # never 100.0%
+    assert service.describe(answer, "vi")["verdict"]["headline"].startswith("Nhiều khả năng là Lá lúa khỏe")
     assert [percent(p, "en") for p in (0.0, 0.0001, 0.0123, 0.9994)] == ["0.0%", "under 0.1%", "1.2%", "99.9%"]
     blast = service.describe(stored | {"status": "ok", "top_k": [{"label": "blast", "probability": 0.9}]})
     assert blast["card"]["class"] == "blast" and blast["card"]["sources"] and blast["class_info"] == []
@@ -738,3 +739,34 @@ def test_an_openvino_or_torchscript_server_has_no_browser_model(make_client, ser
     assert client.get("/api/v1/model").json()["browser_model"] is None
     reply = client.get("/browser/model.onnx")
     assert reply.status_code == 404 and "through the API" in reply.json()["error"]
+
+
+def test_a_browser_model_that_cannot_be_exported_is_a_404_and_is_not_retried(make_client, monkeypatch):
+    from paddyclf.serve import service as service_module
+
+    calls = []
+
+    def failing_export(*args):
+        calls.append(args)
+        raise RuntimeError("the exporter broke")
+
+    monkeypatch.setattr(service_module, "browser_model", failing_export)
+    client = make_client()
+    for _ in range(2):
+        reply = client.get("/browser/model.onnx")
+        assert reply.status_code == 404 and "the exporter broke" in reply.json()["error"]
+    assert len(calls) == 1
+    assert client.get("/api/v1/model").status_code == 200  # the API serves on
+
+
+def test_a_second_store_of_one_device_upload_raises_already_synced(tmp_path):
+    from paddyclf.serve.store import AlreadySyncedError, DeviceReport
+
+    store = Store(tmp_path)
+    device = DeviceReport("phone-12345678", "ab" * 32, "ok", [("blast", 0.9)])
+    new = NewDiagnosis("cd" * 32, "leaf.jpg", 64, 64, [("blast", 0.8)], "ok", 1.0, "ef" * 32, device=device)
+    assert store.add(new)["device"]["id"] == "phone-12345678"
+    with pytest.raises(AlreadySyncedError):
+        store.add(new)
+    assert store.page(1, 10)[1] == 1
+    store.close()

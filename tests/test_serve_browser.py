@@ -24,6 +24,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -196,6 +197,26 @@ def test_the_page_in_vietnamese_at_phone_size(server, browser_factory, tiny_data
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card:not(.pending)")) == 1)
     assert driver.execute_script("return document.documentElement.scrollWidth") <= VIEWPORTS["phone"][0]
     save(driver, "serve_vi_phone", tmp_path)
+    assert console_errors(driver) == []
+
+
+def test_leaves_of_one_field_get_one_answer_that_grows_with_each_photo(server, browser_factory, tiny_data, tmp_path):
+    driver = browser_factory(*VIEWPORTS["phone"])
+    wait = WebDriverWait(driver, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+    leaves = sorted((tiny_data / "images" / "blast").glob("*.jpg"))
+    driver.get(server + "/?lang=en")
+    driver.find_element(By.ID, "visit-toggle").click()
+    driver.find_element(By.ID, "photo-input").send_keys("\n".join(str(p) for p in leaves[:2]))
+    wait.until(lambda d: "from 2 photos" in d.find_element(By.CSS_SELECTOR, "#visit .card.visit .file").text)
+    visit_id = driver.find_element(By.CSS_SELECTOR, "#visit .card").get_attribute("data-visit")
+    driver.find_element(By.ID, "photo-input").send_keys(str(leaves[2]))  # another leaf of the same field
+    wait.until(lambda d: "from 3 photos" in d.find_element(By.CSS_SELECTOR, "#visit .file").text)
+    assert driver.find_element(By.CSS_SELECTOR, "#visit .card").get_attribute("data-visit") == visit_id
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#results .card")) == 3  # and each photo's own card
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= VIEWPORTS["phone"][0]
+    save(driver, "serve_visit_phone", tmp_path)
+    stored = httpx.get(f"{server}/api/v1/visits/{visit_id}").json()
+    assert stored["photos"] == 3 and len(stored["items"]) == 3
     assert console_errors(driver) == []
 
 

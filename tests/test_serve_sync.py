@@ -83,6 +83,7 @@ def test_an_offline_diagnosis_is_stored_once_beside_the_servers_recheck(client, 
         ({"device_top_k": "[]"}, "device_top_k"),
         ({"device_top_k": '[{"label": "blast", "probability": 2}]'}, "device_top_k"),
         ({"device_top_k": '[{"label": "blast"}]'}, "device_top_k"),
+        ({"device_top_k": "[" * 20_000}, "device_top_k"),  # nested past the parser's recursion limit
         ({"device_model_sha256": "abc"}, "device_model_sha256"),
         ({"diagnosed_at": "yesterday"}, "diagnosed_at"),
     ],

@@ -188,3 +188,14 @@ def test_photo_folder_rendered_on_all_cores_equals_one_rendered_serially(tmp_pat
     assert all(p.read_bytes() == by_name[p.name].read_bytes() for p in serial)
     with Image.open(parallel[0]) as photo:
         assert (photo.format, photo.size) == ("JPEG", (480, 640))
+
+
+def test_a_cache_entry_of_an_older_decode_is_not_reused(tmp_path, monkeypatch):
+    from paddyclf.data import loaders
+
+    photo = tmp_path / "leaf.jpg"
+    Image.new("RGB", (80, 60), (40, 120, 40)).save(photo)
+    cache = loaders.DecodedCache(tmp_path / "cache", 64)
+    current = cache.entry(photo)
+    monkeypatch.setattr(loaders, "DECODE_VERSION", "draft-decode-0")
+    assert cache.entry(photo) != current

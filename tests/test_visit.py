@@ -99,3 +99,52 @@ def test_benchmark_visit_needs_duplicate_groups_to_draw_distinct_leaves(served_c
     one_group = with_groups(tiny_data, tmp_path, lambda k: "same")  # every photo a copy of one leaf
     assert main([*args, "--metadata", one_group, "--sizes", "2"]) == 2
     assert "2 distinct duplicate groups" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- visits in the web app
+
+
+@pytest.fixture()
+def client(served_checkpoint, tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from paddyclf.serve.app import create_app
+    from paddyclf.serve.config import ServeConfig
+
+    with TestClient(create_app(ServeConfig(model=str(served_checkpoint), data_dir=str(tmp_path / "d")))) as client:
+        yield client
+
+
+def post_photos(client, paths, **params):
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+    return client.post("/api/v1/diagnose", files=files, params=params)
+
+
+def test_photos_of_one_field_get_one_answer_from_the_mean_of_their_log_probabilities(client, tiny_data):
+    from paddyclf.trust.visit import combine_log_probabilities
+
+    leaves = sorted((tiny_data / "images" / "blast").glob("*.jpg"))
+    first = post_photos(client, leaves[:2], visit="new").json()
+    visit = first["visit"]
+    assert visit["photos"] == 2 and {r["visit_id"] for r in first["results"]} == {visit["id"]}
+    more = post_photos(client, leaves[2:3], visit=str(visit["id"])).json()["visit"]
+    assert more["id"] == visit["id"] and more["photos"] == 3
+    stored = client.get(f"/api/v1/visits/{visit['id']}").json()
+    assert [item["id"] for item in stored["items"]] == stored["diagnosis_ids"]
+    probabilities = np.array([item["probabilities"] for item in stored["items"]])
+    accepted = np.array([item["status"] != OUT_OF_DISTRIBUTION for item in stored["items"]])
+    expected = combine_log_probabilities(np.log(np.clip(probabilities, 1e-12, 1)), accepted, 0.0)
+    assert stored["top_k"][0]["probability"] == pytest.approx(expected.probabilities.max(), abs=1e-5)
+    assert stored["accepted"] == int(accepted.sum()) and stored["verdict"]["headline"]
+    assert post_photos(client, leaves[:1]).json()["visit"] is None  # no visit asked: as before
+
+
+def test_a_bad_visit_or_a_bad_photo_starts_no_visit(client, tiny_data, tmp_path):
+    leaf = sorted((tiny_data / "images" / "blast").glob("*.jpg"))[0]
+    assert post_photos(client, [leaf], visit="999").status_code == 404
+    assert post_photos(client, [leaf], visit="next").status_code == 422
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not a photo")
+    assert post_photos(client, [leaf, junk], visit="new").status_code == 415
+    assert client.get("/api/v1/visits/1").status_code == 404

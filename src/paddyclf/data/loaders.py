@@ -76,6 +76,9 @@ class ImageDataset(Dataset):
             return load_image(path, self.decode_min_size)
 
 
+DECODE_VERSION = "full-decode-1"  # in every cache key: entries made by an older decode are not reused
+
+
 class DecodedCache:
     """Decoded images on disk: one uint8 HWC ``.npy`` per image, read back memory-mapped.
 
@@ -93,7 +96,7 @@ class DecodedCache:
 
     def entry(self, path: Path) -> Path:
         stat = path.stat()
-        raw = f"{path.resolve()}|{self.short_side}|{stat.st_mtime_ns}|{stat.st_size}"
+        raw = f"{path.resolve()}|{self.short_side}|{stat.st_mtime_ns}|{stat.st_size}|{DECODE_VERSION}"
         return self.root / f"{hashlib.sha1(raw.encode()).hexdigest()}.npy"
 
     def decode(self, path: Path) -> Image.Image:

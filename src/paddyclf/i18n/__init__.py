@@ -26,6 +26,7 @@ SOURCE_LANGUAGE = "en"
 SCRIPT_SOURCE = "static/app.js"  # the messages of this file also go to the browser, as JSON
 
 
+@lru_cache(maxsize=1)
 def languages() -> tuple[str, ...]:
     """English, then every language with a catalogue, sorted: ``("en", "vi")``."""
     found = sorted(p.parent.parent.name for p in LOCALE_DIR.glob("*/LC_MESSAGES/messages.po"))
@@ -62,13 +63,14 @@ def parse_accept_language(header: str | None) -> list[str]:
 def negotiate(accept_language: str | None, chosen: str | None = None) -> str:
     """The page's language: the one the visitor chose (switcher, cookie) if there is a catalogue,
     else the best match of ``Accept-Language`` ("vi-VN" -> "vi"), else English."""
-    available = languages()
-    if chosen in available:
-        return chosen
-    preferred = [tag.replace("_", "-") for tag in parse_accept_language(accept_language)]
+    available = {code.lower(): code for code in languages()}  # tags are case-insensitive (RFC 5646)
+    if chosen and chosen.lower() in available:
+        return available[chosen.lower()]
+    preferred = [tag.replace("_", "-").lower() for tag in parse_accept_language(accept_language)]
     # negotiate_locale matches "vi-VN" to "vi" only through its aliases; match the primary subtag too
     preferred += [tag.split("-")[0] for tag in preferred]
-    return negotiate_locale(preferred, list(available), sep="-") or SOURCE_LANGUAGE
+    found = negotiate_locale(preferred, list(available), sep="-")
+    return available.get((found or "").lower(), SOURCE_LANGUAGE)
 
 
 @lru_cache(maxsize=16)  # a few languages; the key is always a negotiated one

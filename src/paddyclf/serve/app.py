@@ -100,7 +100,10 @@ class SecurityHeaders:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        policy = DOCS_POLICY if scope.get("path", "").startswith(DOCS_PATHS) else PAGE_POLICY
+        path = scope.get("path", "")
+        policy = DOCS_POLICY if path.startswith(DOCS_PATHS) else PAGE_POLICY
+        # the API's words follow Accept-Language (and the language cookie), like the pages'
+        vary = [(b"vary", b"accept-language, cookie")] if path.startswith("/api/") else []
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
@@ -108,6 +111,7 @@ class SecurityHeaders:
                     *message.get("headers", []),
                     (b"content-security-policy", policy),
                     *SECURITY_HEADERS,
+                    *vary,
                 ]
             await send(message)
 
@@ -284,13 +288,17 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
         request: Request,
         language: Language,
         files: Annotated[list[UploadFile], File()] = None,  # noqa: B008
+        visit: Annotated[str | None, Form()] = None,
     ) -> HTMLResponse:
         try:
-            results = await run_in_threadpool(service.diagnose, await read_uploads(files or []), language)
+            results = await run_in_threadpool(service.diagnose, await read_uploads(files or []), language, visit)
+            answer = None
+            if visit:
+                answer = await run_in_threadpool(service.visit_answer, results[0]["visit_id"], language)
         except RequestError as exc:
             error = exc.to_json()
             return render(request, language, "index.html", exc.status, page="diagnose", results=[], error=error)
-        return render(request, language, "index.html", page="diagnose", results=results)
+        return render(request, language, "index.html", page="diagnose", results=results, visit=answer)
 
     @app.get("/history", response_class=HTMLResponse, include_in_schema=False)
     def history_page(
@@ -339,13 +347,28 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
 
     @app.post("/api/v1/diagnose", tags=["diagnose"], responses=ERROR_RESPONSES)
     async def diagnose(
-        files: Annotated[list[UploadFile], File(description="one or more photos")], language: Language
+        files: Annotated[list[UploadFile], File(description="one or more photos")],
+        language: Language,
+        visit: Annotated[
+            str | None, Query(description="new: these photos start a visit (one field); ID: add them to that visit")
+        ] = None,
     ) -> dict:
         """Diagnose photos; each is stored (and committed) before the reply. One bad file refuses the request.
 
-        The verdict's words, the class names and the disease card are in the ``Accept-Language`` language."""
-        results = await run_in_threadpool(service.diagnose, await read_uploads(files), language)
-        return {"results": results}
+        The verdict's words, the class names and the disease card are in the ``Accept-Language`` language.
+        With ``visit``, the reply's ``visit`` is the visit's one answer from all its photos so far."""
+        results = await run_in_threadpool(service.diagnose, await read_uploads(files), language, visit)
+        answer = None
+        if visit:
+            answer = await run_in_threadpool(service.visit_answer, results[0]["visit_id"], language)
+        return {"results": results, "visit": answer}
+
+    @app.get("/api/v1/visits/{visit_id}", tags=["history"], responses=ERROR_RESPONSES)
+    def visit_answer(visit_id: int, language: Language) -> dict:
+        """A visit's one answer (each photo the OOD gate accepted votes), and its photos' records."""
+        answer = service.visit_answer(visit_id, language)
+        items = [service.record(i, language) for i in answer["diagnosis_ids"]]
+        return answer | {"items": items}
 
     @app.post("/api/v1/sync", tags=["diagnose"], responses=ERROR_RESPONSES)
     async def sync(

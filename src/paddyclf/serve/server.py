@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from ..errors import UserError
 from .config import ServeConfig
+from .errors import RequestError
 
 
 def require_serve_extra() -> None:
@@ -35,8 +36,11 @@ def serve(config: ServeConfig) -> None:
     where = f"http://{config.host}:{config.port}"
     print(f"paddyclf serve: {config.model} ({service.predictor.backend}) at {where}, history in {config.data_dir}")
     if service.has_browser_model:  # export a checkpoint for browsers now, not on the first phone's visit
-        browser = service.browser_model()
-        print(f"  browser model: {browser.path} ({browser.size_bytes / 1e6:.1f} MB)")
+        try:
+            browser = service.browser_model()
+            print(f"  browser model: {browser.path} ({browser.size_bytes / 1e6:.1f} MB)")
+        except RequestError as exc:
+            print(f"  warning: {exc.message} Pages diagnose through the API.")
     if config.review_token is None:
         print("  reviewing is off (give --review-token or $PADDYCLF_REVIEW_TOKEN to turn it on)")
     options = {"host": config.host, "port": config.port, "log_level": "info", "timeout_graceful_shutdown": 5}

@@ -26,6 +26,8 @@ from ..data import build_transform
 from ..errors import UserError
 from ..fileio import file_sha256
 from ..inference import load_predictor
+from ..trust import OUT_OF_DISTRIBUTION
+from ..trust.visit import combine_log_probabilities
 from .batching import DynamicBatcher
 from .browser_model import CHECKPOINT_SUFFIXES, BrowserModel, browser_model
 from .config import ServeConfig
@@ -76,6 +78,7 @@ def display_name(filename: str | None) -> str:
 
 DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
 MAX_REPORTED_CLASSES = 50
+MAX_REPORT_BYTES = 16_000  # 50 classes with long names fit; a megabyte of nested brackets does not
 
 
 def device_report(
@@ -92,9 +95,11 @@ def device_report(
     if status not in STATUSES:
         raise RequestError(422, f"device_status must be one of {', '.join(STATUSES)} (got {status[:40]!r}).")
     try:
+        if len(top_k_json) > MAX_REPORT_BYTES:
+            raise ValueError("too long")
         raw = json.loads(top_k_json)
         top_k = [(str(item["label"])[:200], float(item["probability"])) for item in raw]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         raise RequestError(422, 'device_top_k must be JSON [{"label": NAME, "probability": P}, ...].') from None
     if not 1 <= len(top_k) <= MAX_REPORTED_CLASSES or not all(0.0 <= p <= 1.0 for _, p in top_k):
         raise RequestError(422, f"device_top_k needs 1 to {MAX_REPORTED_CLASSES} classes, each probability in [0, 1].")
@@ -133,6 +138,7 @@ class DiagnosisService:
         self.batcher = DynamicBatcher(self._run_batch, config.max_batch, config.max_wait_ms / 1000)
         self.explainable = self.predictor.backend == "torch"
         self._browser_model: BrowserModel | None = None
+        self._browser_model_failure: str | None = None  # an export that failed is not retried per request
         self.has_browser_model = Path(config.model).suffix.lower() in (".onnx", *CHECKPOINT_SUFFIXES)
         self._explainer = None
         self._explain_lock = threading.Lock()
@@ -169,20 +175,67 @@ class DiagnosisService:
 
     # ------------------------------------------------------------------ diagnose
 
-    def diagnose(self, uploads: list[tuple[str | None, bytes]], language: str = "en") -> list[dict]:
+    def diagnose(
+        self, uploads: list[tuple[str | None, bytes]], language: str = "en", visit: str | None = None
+    ) -> list[dict]:
         """Diagnose and store every upload; one bad file refuses the whole request (nothing is stored).
 
-        Each record is committed before this returns, so a reply means the history has it.
+        Each record is committed before this returns, so a reply means the history has it. ``visit``:
+        ``"new"`` starts a visit (one field) with these photos, a visit's id adds them to it.
         """
         if not uploads:
             raise RequestError(422, "No photo was sent (multipart field 'files').")
+        visit_id = self._existing_visit(visit)
         names = [display_name(name) for name, _ in uploads]
         photos = [
             read_photo(data, name, self.config.max_pixels) for name, (_, data) in zip(names, uploads, strict=True)
         ]
         futures: list[Future] = [self.batcher.submit(self.transform(photo.image)) for photo in photos]
+        if visit == "new":  # only once every photo of the request has been read
+            visit_id = self.store.new_visit(self.model_sha256)
         results = zip(names, photos, futures, strict=True)
-        return [self._store(name, photo, f.result(), language) for name, photo, f in results]
+        return [self._store(name, photo, f.result(), language, visit_id=visit_id) for name, photo, f in results]
+
+    def _existing_visit(self, visit: str | None) -> int | None:
+        """None for no visit or a new one; the id of an existing visit of this model, else a 4xx."""
+        if visit in (None, "", "new"):
+            return None
+        if not str(visit).isdigit():
+            raise RequestError(422, f"visit must be new or a visit's id (got {str(visit)[:40]!r}).")
+        found = self.store.visit(int(visit))
+        if found is None:
+            raise RequestError(404, f"There is no visit {visit}.")
+        if found["model_sha256"] != self.model_sha256:
+            raise RequestError(409, f"Visit {visit} was started with another model; start a new visit.")
+        return found["id"]
+
+    def visit_answer(self, visit_id: int, language: str = "en") -> dict:
+        """One answer for the photos of a visit (:func:`~paddyclf.trust.visit.combine_log_probabilities`).
+
+        Each photo the OOD gate accepted votes with its calibrated log-probabilities; their mean,
+        renormalised, gets the same ``unsure`` rule as one photo.
+        """
+        visit = self.store.visit(visit_id)
+        if visit is None:
+            raise RequestError(404, f"There is no visit {visit_id}.")
+        records = [r for r in visit["records"] if r["probabilities"]]
+        if not records:
+            raise RequestError(404, f"Visit {visit_id} has no photo yet.")
+        probabilities = np.array([r["probabilities"] for r in records])
+        accepted = np.array([r["status"] != OUT_OF_DISTRIBUTION for r in records])
+        log_p = np.log(np.clip(probabilities, 1e-12, 1.0))
+        answer = combine_log_probabilities(log_p, accepted, self.predictor.trust.unsure_below)
+        order = np.argsort(-answer.probabilities)[: self.config.top_k]
+        top_k = [{"label": self.classes[i], "probability": round(float(answer.probabilities[i]), 6)} for i in order]
+        summary = {"status": answer.status, "top_k": top_k}
+        return {
+            "id": visit["id"],
+            "created_at": visit["created_at"],
+            "photos": len(records),
+            "accepted": answer.accepted,
+            "status": answer.status,
+            "diagnosis_ids": [r["id"] for r in records],
+        } | self.wording.describe(summary, language)
 
     def sync(self, upload: tuple[str | None, bytes], report: DeviceReport, language: str = "en") -> dict:
         """Store a diagnosis a phone made offline, exactly once, beside the server's own re-check of the photo.
@@ -210,13 +263,16 @@ class DiagnosisService:
         result: tuple[np.ndarray, float | None, str],
         language: str,
         device: DeviceReport | None = None,
+        visit_id: int | None = None,
     ) -> dict:
         probabilities, ood_score, status = result
         order = np.argsort(-probabilities)[: self.config.top_k]
         top_k = [(self.classes[i], round(float(probabilities[i]), 6)) for i in order]
+        every = [round(float(p), 6) for p in probabilities]
         new = NewDiagnosis(
-            photo.sha256, name, *photo.image.size, top_k, status, ood_score, self.model_sha256, photo.gps, device
-        )
+            photo.sha256, name, *photo.image.size, top_k, status, ood_score, self.model_sha256, photo.gps, device,
+            every, visit_id,
+        )  # fmt: skip
         try:
             self.store.save_photo(photo.sha256, photo.jpeg, photo.thumbnail)
             record = self.store.add(new)
@@ -272,8 +328,15 @@ class DiagnosisService:
             raise RequestError(
                 404, f"This server runs a {self.predictor.backend} model; browsers diagnose through the API."
             )
+        if self._browser_model is None and self._browser_model_failure is None:
+            try:
+                self._browser_model = browser_model(self.config.model, self.model_sha256, self.config.data_dir)
+            except Exception as exc:  # noqa: BLE001 - the API still diagnoses; browsers fall back to it
+                self._browser_model_failure = f"{type(exc).__name__}: {exc}"
         if self._browser_model is None:
-            self._browser_model = browser_model(self.config.model, self.model_sha256, self.config.data_dir)
+            raise RequestError(
+                404, f"No browser model: exporting it failed ({self._browser_model_failure}); use the API."
+            )
         return self._browser_model
 
     def photo_file(self, sha256: str, kind: str) -> Path:

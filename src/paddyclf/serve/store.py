@@ -80,6 +80,16 @@ MIGRATIONS = [
     ALTER TABLE diagnoses ADD COLUMN device_diagnosed_at TEXT;  -- the phone's clock, ISO 8601
     CREATE UNIQUE INDEX diagnoses_device_upload ON diagnoses (device_id, upload_sha256) WHERE device_id IS NOT NULL;
     """,
+    """
+    CREATE TABLE visits (                    -- photos of several leaves of one field, one combined answer
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        model_sha256 TEXT NOT NULL           -- a visit's photos are diagnosed by one model
+    );
+    ALTER TABLE diagnoses ADD COLUMN visit_id INTEGER REFERENCES visits (id);
+    ALTER TABLE diagnoses ADD COLUMN probabilities TEXT;    -- JSON, every class's calibrated probability
+    CREATE INDEX diagnoses_visit ON diagnoses (visit_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -87,8 +97,8 @@ DEVICE_COLUMNS = ("device_id", "upload_sha256", "device_status", "device_top_k",
                   "device_diagnosed_at")  # fmt: skip
 COLUMNS = (
     "id, created_at, photo_sha256, original_name, width, height, predicted, confidence, status, ood_score, "
-    "top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude, reviewed_label, reviewed_at, "
-    + ", ".join(DEVICE_COLUMNS)
+    "top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude, reviewed_label, reviewed_at, visit_id, "
+    "probabilities, " + ", ".join(DEVICE_COLUMNS)
 )
 
 
@@ -136,6 +146,8 @@ class NewDiagnosis:
     model_sha256: str
     gps: tuple[float | None, float | None, float | None] = (None, None, None)
     device: DeviceReport | None = None  # set when a phone diagnosed the photo offline and synced it
+    probabilities: list[float] | None = None  # every class's calibrated probability, in class order
+    visit_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +193,7 @@ def row_to_record(row: sqlite3.Row) -> dict:
     """A row as the API shows it; the device columns become ``"device"`` (None for a server upload)."""
     record = dict(row)
     record["top_k"] = _top_k(record["top_k"])
+    record["probabilities"] = json.loads(record["probabilities"]) if record["probabilities"] else None
     device = {name.removeprefix("device_"): record.pop(name) for name in DEVICE_COLUMNS}
     device["top_k"] = _top_k(device["top_k"]) if device["top_k"] else None
     record["device"] = device if device["id"] is not None else None
@@ -290,9 +303,11 @@ class Store:
                 cursor = db.execute(
                     "INSERT INTO diagnoses (created_at, photo_sha256, original_name, width, height, predicted, "
                     "confidence, status, ood_score, top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude, "
-                    f"{', '.join(DEVICE_COLUMNS)}) VALUES ({', '.join('?' * (14 + len(DEVICE_COLUMNS)))})",
+                    f"visit_id, probabilities, {', '.join(DEVICE_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * (16 + len(DEVICE_COLUMNS)))})",
                     (utc_now(), new.photo_sha256, new.original_name, new.width, new.height, predicted, confidence,
-                     new.status, new.ood_score, top_k, new.model_sha256, *new.gps, *device),
+                     new.status, new.ood_score, top_k, new.model_sha256, *new.gps, new.visit_id,
+                     json.dumps(new.probabilities) if new.probabilities is not None else None, *device),
                 )  # fmt: skip
                 row = db.execute(f"SELECT {COLUMNS} FROM diagnoses WHERE id = ?", (cursor.lastrowid,)).fetchone()
         except sqlite3.IntegrityError:
@@ -300,6 +315,26 @@ class Store:
                 raise
             raise AlreadySyncedError(d.device_id, d.upload_sha256) from None
         return row_to_record(row)
+
+    def new_visit(self, model_sha256: str) -> int:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO visits (created_at, model_sha256) VALUES (?, ?)", (utc_now(), model_sha256)
+            )
+        return cursor.lastrowid
+
+    def visit(self, visit_id: int) -> dict | None:
+        """A visit's row and its photos' records (oldest first), or None."""
+        if not is_row_id(visit_id):
+            return None
+        with self.lock:
+            row = self.connection.execute(
+                "SELECT id, created_at, model_sha256 FROM visits WHERE id = ?", (visit_id,)
+            ).fetchone()
+            rows = self.connection.execute(
+                f"SELECT {COLUMNS} FROM diagnoses WHERE visit_id = ? ORDER BY id", (visit_id,)
+            ).fetchall()
+        return dict(row) | {"records": [row_to_record(r) for r in rows]} if row else None
 
     def find_synced(self, device_id: str, upload_sha256: str) -> dict | None:
         """The diagnosis a device's earlier sync of these bytes stored, if any."""

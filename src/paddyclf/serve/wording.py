@@ -61,10 +61,11 @@ class Wording:
 
     def __init__(self, classes: list[str], class_info: dict[str, list[tuple[str, str]]] | None = None) -> None:
         self.class_info = class_info or {}
-        self.cards: dict[str, Card] = {c: card for c, card in match_cards(classes).items() if c not in self.class_info}
+        self.named: dict[str, Card] = match_cards(classes)  # names in every language, --class-info or not
+        self.cards: dict[str, Card] = {c: card for c, card in self.named.items() if c not in self.class_info}
 
     def class_name(self, label: str, language: str) -> str:
-        return class_name(label, language, self.cards)
+        return class_name(label, language, self.named)
 
     def status_name(self, status: str, language: str) -> str:
         return translations(language).gettext(STATUS_NAMES.get(status, status))

@@ -43,13 +43,23 @@ RULES = ("mean", "product")
 
 def combine_visit(logits: np.ndarray, ood_scores: np.ndarray | None, trust: Trust, rule: str = "mean") -> VisitAnswer:
     """The answer of a visit from its photos' logits (N, K) and OOD scores (N,), by ``rule`` (:data:`RULES`)."""
+    log_p = log_softmax(np.asarray(logits, dtype=np.float64) / trust.temperature, axis=1)
+    return combine_log_probabilities(log_p, accepted_mask(ood_scores, trust, len(log_p)), trust.unsure_below, rule)
+
+
+def combine_log_probabilities(
+    log_p: np.ndarray, accepted: np.ndarray, unsure_below: float, rule: str = "mean"
+) -> VisitAnswer:
+    """:func:`combine_visit` from calibrated log-probabilities (N, K) and the OOD gate's verdicts (N,) bools.
+
+    The web app stores each photo's calibrated probabilities and combines a visit from them.
+    """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, not {rule!r}")
-    log_p = log_softmax(np.asarray(logits, dtype=np.float64) / trust.temperature, axis=1)
-    accepted = accepted_mask(ood_scores, trust, len(log_p))
+    log_p, accepted = np.asarray(log_p, dtype=np.float64), np.asarray(accepted, dtype=bool)
     if not accepted.any():
         return VisitAnswer(softmax(log_p.mean(0)), OUT_OF_DISTRIBUTION, 0)
     votes = log_p[accepted]
     combined = softmax(votes.mean(0) if rule == "mean" else votes.sum(0))
-    status = UNSURE if combined.max() < trust.unsure_below else OK
+    status = UNSURE if combined.max() < unsure_below else OK
     return VisitAnswer(combined, status, int(accepted.sum()))

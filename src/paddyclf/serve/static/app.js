@@ -22,14 +22,23 @@ function placeholder(file) {
   return pending;
 }
 
-async function diagnose(file, pending) {
+// A visit (several leaves of one field): the first photo starts it, the others join it one by one,
+// and the visit's one answer, re-computed by the server after each photo, replaces the last.
+async function diagnose(file, pending, visit) {
   const body = pending.firstChild;
   const form = new FormData();
   form.append("files", file, file.name);
+  if (visit) form.append("visit", visit.id || "new");
   try {
     const response = await fetch("/", { method: "POST", body: form, headers: { Accept: "text/html" } });
     const text = await response.text();
-    const cards = new DOMParser().parseFromString(text, "text/html").querySelectorAll("#results > .card");
+    const page = new DOMParser().parseFromString(text, "text/html");
+    const answer = page.querySelector("#visit > .card");
+    if (visit && answer) {
+      visit.id = answer.dataset.visit;
+      document.getElementById("visit").replaceChildren(document.adoptNode(answer));
+    }
+    const cards = page.querySelectorAll("#results > .card");
     if (cards.length === 0) {
       let reason = _("the server answered %(status)s", { status: response.status });
       try { reason = JSON.parse(text).error || reason; } catch (ignored) { /* not JSON */ }
@@ -47,11 +56,19 @@ function setUpDiagnose() {
   const zone = document.getElementById("drop-zone");
   const results = document.getElementById("results");
   if (!input || !zone || !results) return;
-  const send = (files) => {
+  const toggle = document.getElementById("visit-toggle");
+  let visit = null; // the visit being built while the box stays ticked
+  toggle?.addEventListener("change", () => { visit = null; });
+  const send = async (files) => {
     const chosen = Array.from(files);
     const pendings = chosen.map(placeholder);
     results.prepend(...pendings);
-    chosen.forEach((file, i) => diagnose(file, pendings[i]));
+    if (!toggle?.checked) {
+      chosen.forEach((file, i) => diagnose(file, pendings[i], null));
+      return;
+    }
+    visit = visit || {};
+    for (const [i, file] of chosen.entries()) await diagnose(file, pendings[i], visit); // one after another
   };
   input.addEventListener("change", () => { send(input.files); input.value = ""; });
   for (const name of ["dragenter", "dragover"]) {
