@@ -141,7 +141,10 @@ def test_a_sync_cut_off_mid_upload_stores_nothing_and_its_retry_stores_one_row(s
     head += f"Content-Type: {request.headers['content-type']}\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server)) as cut:  # the signal drops half-way through the photo
         cut.sendall(head.encode() + body[: len(body) // 2])
-    time.sleep(0.5)
+        cut.shutdown(socket.SHUT_WR)
+        cut.settimeout(30)
+        status_line = cut.recv(1024).split(b"\r\n")[0]  # the server closes it (or refuses it): no 200
+        assert b" 200 " not in status_line, status_line
     assert httpx.get(url + "/api/v1/diagnoses").json()["total"] == 0
     files = {"file": (leaf.name, leaf.read_bytes(), "image/jpeg")}
     first = httpx.post(url + "/api/v1/sync", files=files, data=REPORT).json()
