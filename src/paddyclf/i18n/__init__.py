@@ -74,28 +74,33 @@ def negotiate(accept_language: str | None, chosen: str | None = None) -> str:
 
 
 @lru_cache(maxsize=16)  # a few languages; the key is always a negotiated one
+def _catalog(language: str):
+    """The parsed ``messages.po`` of ``language`` (read once per process), or None without one."""
+    if language == SOURCE_LANGUAGE or language not in languages():
+        return None
+    with (LOCALE_DIR / language / "LC_MESSAGES" / "messages.po").open("rb") as fh:
+        return read_po(fh, locale=language)
+
+
+@lru_cache(maxsize=16)
 def translations(language: str) -> NullTranslations:
     """gettext translations for ``language`` (identity for English), compiled in memory from its ``.po``."""
-    if language == SOURCE_LANGUAGE or language not in languages():
+    catalog = _catalog(language)
+    if catalog is None:
         return NullTranslations()
-    with (LOCALE_DIR / language / "LC_MESSAGES" / "messages.po").open("rb") as fh:
-        catalog = read_po(fh, locale=language)
     compiled = io.BytesIO()
     write_mo(compiled, catalog)
     compiled.seek(0)
     return Translations(compiled)
 
 
-@lru_cache(maxsize=16)  # a few languages; the key is always a negotiated one
+@lru_cache(maxsize=16)
 def script_messages(language: str) -> dict[str, str]:
     """The translations of ``static/app.js``'s messages, ``{English: translated}``, for the browser."""
-    if language == SOURCE_LANGUAGE or language not in languages():
-        return {}
-    with (LOCALE_DIR / language / "LC_MESSAGES" / "messages.po").open("rb") as fh:
-        catalog = read_po(fh, locale=language)
+    catalog = _catalog(language)
     return {
         m.id: m.string
-        for m in catalog
+        for m in catalog or ()
         if m.id and m.string and isinstance(m.id, str) and any(SCRIPT_SOURCE in path for path, _ in m.locations)
     }
 

@@ -366,9 +366,7 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
     @app.get("/api/v1/visits/{visit_id}", tags=["history"], responses=ERROR_RESPONSES)
     def visit_answer(visit_id: int, language: Language) -> dict:
         """A visit's one answer (each photo the OOD gate accepted votes), and its photos' records."""
-        answer = service.visit_answer(visit_id, language)
-        items = [service.record(i, language) for i in answer["diagnosis_ids"]]
-        return answer | {"items": items}
+        return service.visit_answer(visit_id, language, with_items=True)
 
     @app.post("/api/v1/sync", tags=["diagnose"], responses=ERROR_RESPONSES)
     async def sync(

@@ -209,11 +209,11 @@ class DiagnosisService:
             raise RequestError(409, f"Visit {visit} was started with another model; start a new visit.")
         return found["id"]
 
-    def visit_answer(self, visit_id: int, language: str = "en") -> dict:
+    def visit_answer(self, visit_id: int, language: str = "en", with_items: bool = False) -> dict:
         """One answer for the photos of a visit (:func:`~paddyclf.trust.visit.combine_log_probabilities`).
 
         Each photo the OOD gate accepted votes with its calibrated log-probabilities; their mean,
-        renormalised, gets the same ``unsure`` rule as one photo.
+        renormalised, gets the same ``unsure`` rule as one photo. ``with_items``: also the photos' records.
         """
         visit = self.store.visit(visit_id)
         if visit is None:
@@ -225,17 +225,20 @@ class DiagnosisService:
         accepted = np.array([r["status"] != OUT_OF_DISTRIBUTION for r in records])
         log_p = np.log(np.clip(probabilities, 1e-12, 1.0))
         answer = combine_log_probabilities(log_p, accepted, self.predictor.trust.unsure_below)
-        order = np.argsort(-answer.probabilities)[: self.config.top_k]
-        top_k = [{"label": self.classes[i], "probability": round(float(answer.probabilities[i]), 6)} for i in order]
+        top_k = [{"label": label, "probability": p} for label, p in self._top_k(answer.probabilities)]
         summary = {"status": answer.status, "top_k": top_k}
-        return {
-            "id": visit["id"],
-            "created_at": visit["created_at"],
-            "photos": len(records),
-            "accepted": answer.accepted,
-            "status": answer.status,
-            "diagnosis_ids": [r["id"] for r in records],
-        } | self.wording.describe(summary, language)
+        return (
+            {
+                "id": visit["id"],
+                "created_at": visit["created_at"],
+                "photos": len(records),
+                "accepted": answer.accepted,
+                "status": answer.status,
+                "diagnosis_ids": [r["id"] for r in records],
+            }
+            | self.wording.describe(summary, language)
+            | ({"items": [self.describe(r, language) for r in records]} if with_items else {})
+        )
 
     def sync(self, upload: tuple[str | None, bytes], report: DeviceReport, language: str = "en") -> dict:
         """Store a diagnosis a phone made offline, exactly once, beside the server's own re-check of the photo.
@@ -256,6 +259,11 @@ class DiagnosisService:
                 existing = self.store.find_synced(report.device_id, report.upload_sha256)
         return self.describe(existing, language) | {"replayed": True}
 
+    def _top_k(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
+        """The ``--top-k`` most probable classes, best first, as (label, probability to 6 places)."""
+        order = np.argsort(-probabilities)[: self.config.top_k]
+        return [(self.classes[i], round(float(probabilities[i]), 6)) for i in order]
+
     def _store(
         self,
         name: str,
@@ -266,12 +274,10 @@ class DiagnosisService:
         visit_id: int | None = None,
     ) -> dict:
         probabilities, ood_score, status = result
-        order = np.argsort(-probabilities)[: self.config.top_k]
-        top_k = [(self.classes[i], round(float(probabilities[i]), 6)) for i in order]
         every = [round(float(p), 6) for p in probabilities]
         new = NewDiagnosis(
-            photo.sha256, name, *photo.image.size, top_k, status, ood_score, self.model_sha256, photo.gps, device,
-            every, visit_id,
+            photo.sha256, name, *photo.image.size, self._top_k(probabilities), status, ood_score, self.model_sha256,
+            photo.gps, device, every, visit_id,
         )  # fmt: skip
         try:
             self.store.save_photo(photo.sha256, photo.jpeg, photo.thumbnail)
