@@ -3,13 +3,24 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LOCALES := src/paddyclf/i18n/locale
+# ONNX Runtime Web for in-browser diagnosis: pinned in package.json/package-lock.json, copied here (git-ignored)
+WEB_RUNTIME := src/paddyclf/serve/static/vendor/onnxruntime-web/VERSION
 
-.PHONY: install install-all demo test test-fast lint messages clean
+.PHONY: install install-all web-runtime demo test test-fast lint messages clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(WEB_RUNTIME)
+
+web-runtime: $(WEB_RUNTIME)
 
 # every extra: what `make test` tests (the deploy runtimes and the web app included)
-install-all: $(VENV)/.installed-all
+install-all: $(VENV)/.installed-all $(WEB_RUNTIME)
+
+# npm ci installs exactly the lockfile's versions; install scripts are not needed for the dist/ files
+$(WEB_RUNTIME): package.json package-lock.json scripts/vendor_web_runtime.mjs
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js and npm (Debian: apt-get install nodejs npm); \
+	the web app needs it once, to fetch ONNX Runtime Web for in-browser diagnosis." >&2; exit 2; }
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	npm run --silent vendor
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,4 +56,4 @@ messages: install-all
 	$(BIN)/pybabel update -i $(LOCALES)/messages.pot -d $(LOCALES) --no-fuzzy-matching
 
 clean:
-	rm -rf $(VENV) runs data/demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs data/demo .pytest_cache .ruff_cache node_modules src/paddyclf/serve/static/vendor

@@ -322,9 +322,10 @@ def test_no_directory_listings_and_no_paths_outside_the_store(client):
 
 def test_security_headers_and_cors_off(client):
     page = client.get("/")
-    assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self': no inline script
+    script_src = page.headers["content-security-policy"].split("script-src ")[1].split(";")[0]
+    assert script_src == "'self' 'wasm-unsafe-eval'"  # no inline script; WebAssembly for the in-browser model
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert '<script src="/static/app.js"' in page.text and "<script>" not in page.text
+    assert '<script src="/static/app.js" type="module"' in page.text and "<script>" not in page.text
     preflight = client.options(
         "/api/v1/diagnose", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     )

@@ -73,6 +73,26 @@ def test_an_offline_diagnosis_is_stored_once_beside_the_servers_recheck(client, 
     assert uploaded.json()["results"][0]["device"] is None and total(client) == 3
 
 
+def test_photos_of_a_visit_made_offline_join_one_server_visit(client, tiny_data):
+    blast = sorted((tiny_data / "images" / "blast").glob("*.jpg"))[:3]
+    records = [sync(client, leaf, device_visit="field-0001-aa").json() for leaf in blast[:2]]
+    assert records[0]["visit_id"] is not None and records[0]["visit_id"] == records[1]["visit_id"]
+    replay = sync(client, blast[0], device_visit="field-0001-aa").json()
+    assert replay["replayed"] is True and replay["visit_id"] == records[0]["visit_id"]
+    visit = client.get(f"/api/v1/visits/{records[0]['visit_id']}").json()
+    assert visit["photos"] == 2 and visit["status"] in ("ok", "unsure", "out_of_distribution")
+    # another phone's visit of the same name is another visit; a photo without one joins none
+    other = sync(client, blast[2], device_id="phone-b0b0b0b0", device_visit="field-0001-aa").json()
+    assert other["visit_id"] not in (None, records[0]["visit_id"])
+    assert sync(client, blast[2]).json()["visit_id"] is None
+
+
+def test_a_bad_visit_id_is_refused_and_stores_nothing(client, leaf):
+    reply = sync(client, leaf, device_visit="../x")
+    assert reply.status_code == 422 and "device_visit" in reply.json()["error"]
+    assert total(client) == 0
+
+
 @pytest.mark.parametrize(
     ("fields", "words"),
     [

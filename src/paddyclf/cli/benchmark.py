@@ -189,6 +189,34 @@ def run_benchmark_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_benchmark_browser_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a checkpoint (exported to ONNX, as `serve` does) or an .onnx")
+    parser.add_argument("--images", nargs="+", required=True, help="photos or folders: the parity set")
+    parser.add_argument("--limit", type=int, default=None, help="use the first N photos (default: all)")
+    parser.add_argument(
+        "--speed-photo", default=None, help="the photo the speed rounds diagnose (default: the first photo)"
+    )
+    parser.add_argument("--repeats", type=int, default=30, help="timed rounds per speed measurement (default: 30)")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[1, 2],
+        help="WASM threads to time; more than 1 serves the page cross-origin isolated (default: 1 2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output", default="results/browser_benchmark", help="prefix of .json/.md (default: results/browser_benchmark)"
+    )
+
+
+def run_benchmark_browser(args: argparse.Namespace) -> int:
+    from ..benchmarks.browser import run_browser_benchmark
+
+    if args.repeats < 1 or any(t < 1 for t in args.threads) or (args.limit is not None and args.limit < 1):
+        raise UserError("--repeats, --threads and --limit must be >= 1.")
+    run_browser_benchmark(
+        args.model, args.images, args.limit, args.speed_photo, args.repeats, tuple(args.threads), args.output
+    )
+    return 0
+
+
 def add_benchmark_visit_arguments(parser: argparse.ArgumentParser) -> None:
     from ..benchmarks.visit import DEFAULT_SIZES
 
@@ -347,6 +375,11 @@ BENCHMARKS: dict[str, Command] = {
         "calibration, unsure coverage and out-of-distribution detection (non-leaf photos, held-out classes)",
         add_benchmark_trust_arguments,
         run_benchmark_trust,
+    ),
+    "browser": Command(
+        "the diagnosis in headless Chromium vs predict and serve (parity), its speed and the first visit's bytes",
+        add_benchmark_browser_arguments,
+        run_benchmark_browser,
     ),
     "visit": Command(
         "one field, several leaves: answered share and accuracy of visits of 1, 3, 5 photos vs one photo",

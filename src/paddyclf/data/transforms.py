@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image
 from torchvision.transforms import v2
 
 from .augment import LinearColorJitter
@@ -84,6 +87,21 @@ def draft_size(image_size: int, train: bool) -> int | None:
     the speed-up; its validation, an inference, checks it.
     """
     return image_size if train else None
+
+
+@functools.cache
+def pillow_vertical_first() -> bool:
+    """Whether this Pillow resamples vertically first when the height shrinks by more than twice as
+    many pixels as the width (Pillow 13, python-pillow/Pillow#9549); older ones always go horizontally
+    first. The order changes the 8-bit rounding between the passes, so the browser's port of the
+    resize (``serve/static/js/resize.js``) is told which one the server's Pillow follows. Probed, not
+    read from the version: a 60x200 image to 50x100, against the two orders done one axis at a time.
+    """
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (200, 60, 3), dtype=np.uint8), "RGB")
+    both = np.asarray(image.resize((50, 100), Image.Resampling.BILINEAR))
+    vertical_first = image.resize((60, 100), Image.Resampling.BILINEAR).resize((50, 100), Image.Resampling.BILINEAR)
+    return bool(np.array_equal(both, np.asarray(vertical_first)))
 
 
 # --------------------------------------------------------------------------- datasets and loaders

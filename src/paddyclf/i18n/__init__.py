@@ -23,7 +23,7 @@ from babel.support import NullTranslations, Translations
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 SOURCE_LANGUAGE = "en"
-SCRIPT_SOURCE = "static/app.js"  # the messages of this file also go to the browser, as JSON
+SCRIPT_SOURCE = "serve/static/"  # the messages of the page scripts also go to the browser, as JSON
 
 
 @lru_cache(maxsize=1)
@@ -105,6 +105,14 @@ def script_messages(language: str) -> dict[str, str]:
     }
 
 
+def N_(message: str) -> str:  # noqa: N802 - gettext's conventional marker: extracted, translated later
+    return message
+
+
+OVER = N_("over %(percent)s")  # a probability past what 0.1% steps can show
+UNDER = N_("under %(percent)s")
+
+
 def percent(probability: float, language: str) -> str:
     """A probability as people read it, to 0.1%, in the language's number format ("96.6%", "96,6%").
 
@@ -112,9 +120,9 @@ def percent(probability: float, language: str) -> str:
     """
     _ = translations(language).gettext
     if probability >= 0.9995:
-        return _("over %(percent)s") % {"percent": format_percent(0.999, "#,##0.0%", locale=language)}
+        return _(OVER) % {"percent": format_percent(0.999, "#,##0.0%", locale=language)}
     if 0 < probability < 0.0005:
-        return _("under %(percent)s") % {"percent": format_percent(0.001, "#,##0.0%", locale=language)}
+        return _(UNDER) % {"percent": format_percent(0.001, "#,##0.0%", locale=language)}
     return format_percent(probability, "#,##0.0%", locale=language)
 
 

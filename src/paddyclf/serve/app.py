@@ -8,7 +8,9 @@ shows it as a card instead); anything unexpected is a 500 JSON body and the serv
 
 from __future__ import annotations
 
+import json
 import math
+import mimetypes
 import os
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -31,15 +33,27 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, i18n
+from ..data.transforms import pillow_vertical_first
 from ..i18n import translations
 from .config import ServeConfig
 from .errors import RequestError
+from .offline import MANIFEST_URL, SERVICE_WORKER_URL, OfflineApp, manifest, runtime_available
 from .service import DiagnosisService, device_report
 from .store import STATUSES, DiskFullError, Filters
 
 HERE = Path(__file__).parent
 SETTINGS_ENVIRONMENT_VARIABLE = "PADDYCLF_SERVE_SETTINGS"  # how uvicorn's worker processes get the settings
-PAGE_POLICY = b"default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'"
+# no inline script, nothing from elsewhere; 'wasm-unsafe-eval' lets ONNX Runtime Web compile its WASM
+# (and nothing else: eval() stays refused); blob: shows a photo diagnosed on the phone
+PAGE_POLICY = (
+    b"default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data: blob:; "
+    b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+# cross-origin isolation (--cross-origin-isolation): SharedArrayBuffer, so the WASM runtime may use threads
+ISOLATION_HEADERS = [
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-embedder-policy", b"require-corp"),
+]
 # Swagger UI and ReDoc (served from the package, offline) start with an inline script
 DOCS_POLICY = (
     b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
@@ -96,8 +110,9 @@ bearer = HTTPBearer(auto_error=False, description="the server's review token")
 class SecurityHeaders:
     """Pure ASGI middleware: a strict Content-Security-Policy (no inline script, nothing from elsewhere) and friends."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, isolated: bool = False) -> None:
         self.app = app
+        self.extra = [*SECURITY_HEADERS, *(ISOLATION_HEADERS if isolated else [])]
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
@@ -110,12 +125,29 @@ class SecurityHeaders:
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"content-security-policy", policy),
-                    *SECURITY_HEADERS,
+                    *self.extra,
                     *vary,
                 ]
             await send(message)
 
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+class PrecompressedStaticFiles(StaticFiles):
+    """Static files, sent from a ``NAME.gz`` copy beside ``NAME`` when the browser accepts gzip (ONNX
+    Runtime Web's 14 MB WASM file goes as 3.7 MB); ETag and If-None-Match work as for any static file."""
+
+    async def get_response(self, path: str, scope) -> Response:
+        accepts = b"gzip" in dict(scope.get("headers", [])).get(b"accept-encoding", b"")
+        compressed = Path(self.directory) / (path + ".gz")
+        if not (accepts and scope["method"] in ("GET", "HEAD") and compressed.is_file()):
+            return await super().get_response(path, scope)
+        response = await super().get_response(path + ".gz", scope)
+        media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        response.headers["content-type"] = media_type
+        response.headers["content-encoding"] = "gzip"
+        response.headers["vary"] = "accept-encoding"
+        return response
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -228,8 +260,10 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
     )
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=config.max_upload_bytes, body=too_large(config))
-    app.add_middleware(SecurityHeaders)
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.add_middleware(SecurityHeaders, isolated=config.cross_origin_isolation)
+    app.mount("/static", PrecompressedStaticFiles(directory=HERE / "static"), name="static")
+    offline = OfflineApp()
+    in_browser = service.has_browser_model and runtime_available()
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:
@@ -269,6 +303,11 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
                 class_names=[wording.class_name(label, language) for label in model["classes"]],
                 status_name=lambda status: wording.status_name(status, language),
                 language_url=language_url,
+                browser_wording=wording.for_browser(language, config.top_k),
+                in_browser=in_browser,
+                service_worker=SERVICE_WORKER_URL,
+                manifest_url=MANIFEST_URL,
+                threads=config.browser_threads,
                 **context,
             )
         )
@@ -331,17 +370,35 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
     def thumbnail(sha256: str) -> FileResponse:
         return FileResponse(service.photo_file(sha256, "thumbs"), media_type="image/jpeg")
 
+    @app.get(SERVICE_WORKER_URL, include_in_schema=False)
+    def service_worker() -> Response:
+        """The service worker that keeps the page, its scripts, ONNX Runtime Web and the model (offline use)."""
+        headers = {"cache-control": "no-cache"}
+        return Response(offline.service_worker(), media_type="text/javascript", headers=headers)
+
+    @app.get(MANIFEST_URL, include_in_schema=False)
+    def web_manifest(language: Language) -> Response:
+        _ = i18n.translations(language).gettext
+        body = manifest(_("paddyclf: rice leaf diagnosis"), "paddyclf", _("Diagnose a rice leaf"), language)
+        return Response(json.dumps(body, ensure_ascii=False), media_type="application/manifest+json")
+
     @app.get("/browser/model.onnx", include_in_schema=False)
-    async def browser_onnx() -> FileResponse:
-        """The served model as ONNX, for ONNX Runtime Web (exported from a checkpoint the first time)."""
+    async def browser_onnx(sha256: str | None = None) -> FileResponse:
+        """The served model as ONNX, for ONNX Runtime Web (exported from a checkpoint the first time).
+
+        ``?sha256=`` names the file's hash (from /browser/model.json): that URL never changes its
+        content, so browsers keep it; another hash is a 404 (the server now serves another model)."""
         model = await run_in_threadpool(service.browser_model)
-        return FileResponse(model.path, media_type="application/octet-stream", headers={"cache-control": "no-cache"})
+        if sha256 is not None and sha256 != model.sha256:
+            raise RequestError(404, "The server now serves another model; reload the page.")
+        cache = "public, max-age=31536000, immutable" if sha256 else "no-cache"
+        return FileResponse(model.path, media_type="application/octet-stream", headers={"cache-control": cache})
 
     @app.get("/browser/model.json", include_in_schema=False)
     async def browser_metadata() -> dict:
         """Its sidecar: classes, preprocessing, temperature and thresholds, and the model's sha256."""
         model = await run_in_threadpool(service.browser_model)
-        return model.metadata | model.describe()
+        return model.metadata | model.describe() | {"pillow_vertical_first": pillow_vertical_first()}
 
     # ------------------------------------------------------------------ JSON API
 
@@ -377,6 +434,9 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
         language: Language,
         device_model_sha256: Annotated[str | None, Form(description="the model the phone ran")] = None,
         diagnosed_at: Annotated[str | None, Form(description="when, by the phone's clock (ISO 8601)")] = None,
+        device_visit: Annotated[
+            str | None, Form(description="the phone's id of the visit (one field) the photo belongs to")
+        ] = None,
     ) -> dict:
         """A diagnosis made offline on a phone, stored exactly once with the server's own re-check.
 
@@ -384,7 +444,7 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
         stored record with ``"replayed": true``. The record is committed before the reply."""
         data = await file.read()
         report = device_report(device_id, device_status, device_top_k, data, device_model_sha256, diagnosed_at)
-        return await run_in_threadpool(service.sync, (file.filename, data), report, language)
+        return await run_in_threadpool(service.sync, (file.filename, data), report, language, device_visit)
 
     @app.get("/api/v1/model", tags=["model"], responses=ERROR_RESPONSES)
     def model_info() -> dict:
@@ -439,6 +499,4 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
 
 def app_from_environment() -> FastAPI:
     """uvicorn's factory for ``--workers N``: each worker process builds its app from the settings JSON."""
-    import json
-
     return create_app(ServeConfig(**json.loads(os.environ[SETTINGS_ENVIRONMENT_VARIABLE])))

@@ -40,6 +40,12 @@ class ServeConfig:
         "(measured in docs/BENCHMARKS.md section 8)",
     )
     top_k: int = option(3, "classes shown per photo")
+    cross_origin_isolation: bool = option(
+        False,
+        "send COOP/COEP headers so that browsers may run the model with --browser-threads WASM threads "
+        "(measured: docs/BENCHMARKS.md section 10)",
+    )
+    browser_threads: int = option(2, "WASM threads of the in-browser model when the page is cross-origin isolated")
 
     def with_environment(self) -> ServeConfig:
         """This config, the review token taken from ``$PADDYCLF_REVIEW_TOKEN`` when none was given."""
@@ -66,6 +72,8 @@ class ServeConfig:
             problems.append("--max-upload-mb and --max-megapixels must be > 0")
         if self.workers < 1 or self.max_batch < 1 or self.top_k < 1 or self.max_wait_ms < 0:
             problems.append("--workers, --max-batch and --top-k must be >= 1 and --max-wait-ms >= 0")
+        if self.browser_threads < 1:
+            problems.append(f"--browser-threads must be >= 1 (got {self.browser_threads})")
         if self.threads is not None and self.threads < 1:
             problems.append(f"--threads must be >= 1 (got {self.threads})")
         if self.review_token is not None and len(self.review_token) < MIN_TOKEN_LENGTH:

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from ..errors import UserError
 from .config import ServeConfig
 from .errors import RequestError
+from .offline import MISSING_RUNTIME, RUNTIME, runtime_available
 
 
 def require_serve_extra() -> None:
@@ -41,6 +42,8 @@ def serve(config: ServeConfig) -> None:
             print(f"  browser model: {browser.path} ({browser.size_bytes / 1e6:.1f} MB)")
         except RequestError as exc:
             print(f"  warning: {exc.message} Pages diagnose through the API.")
+    if not runtime_available():
+        print("  warning: " + MISSING_RUNTIME.format(folder=RUNTIME))
     if config.review_token is None:
         print("  reviewing is off (give --review-token or $PADDYCLF_REVIEW_TOKEN to turn it on)")
     options = {"host": config.host, "port": config.port, "log_level": "info", "timeout_graceful_shutdown": 5}

@@ -240,24 +240,43 @@ class DiagnosisService:
             | ({"items": [self.describe(r, language) for r in records]} if with_items else {})
         )
 
-    def sync(self, upload: tuple[str | None, bytes], report: DeviceReport, language: str = "en") -> dict:
+    def sync(
+        self,
+        upload: tuple[str | None, bytes],
+        report: DeviceReport,
+        language: str = "en",
+        device_visit: str | None = None,
+    ) -> dict:
         """Store a diagnosis a phone made offline, exactly once, beside the server's own re-check of the photo.
 
         ``(report.device_id, sha256 of the bytes)`` is the key: a replay (the phone did not see the
         first reply) returns the stored record with ``"replayed": true`` and stores nothing. The record
         is committed before this returns; an upload cut off on the way stores nothing, so the phone
-        simply sends it again.
+        simply sends it again. ``device_visit``: the phone's id of the visit (one field) the photo
+        belongs to; its photos join one server visit, created when the first of them arrives.
         """
         name, data = display_name(upload[0]), upload[1]
+        if device_visit is not None and not DEVICE_ID_PATTERN.fullmatch(device_visit):
+            raise RequestError(422, "device_visit must be 8 to 64 letters, digits, '-' or '_' (the phone's visit id).")
         existing = self.store.find_synced(report.device_id, report.upload_sha256)
         if existing is None:
             photo = read_photo(data, name, self.config.max_pixels)
             result = self.batcher.submit(self.transform(photo.image)).result()
+            visit_id = self._device_visit(report.device_id, device_visit)
             try:
-                return self._store(name, photo, result, language, report) | {"replayed": False}
+                return self._store(name, photo, result, language, report, visit_id) | {"replayed": False}
             except AlreadySyncedError:  # the same upload, racing this one, was stored first
                 existing = self.store.find_synced(report.device_id, report.upload_sha256)
         return self.describe(existing, language) | {"replayed": True}
+
+    def _device_visit(self, device_id: str, device_visit: str | None) -> int | None:
+        """The server's visit for a phone's visit id; None when there is none, or when that visit's
+        photos were re-checked by another model (a visit's answer combines one model's probabilities)."""
+        if device_visit is None:
+            return None
+        visit_id = self.store.device_visit(device_id, device_visit, self.model_sha256)
+        visit = self.store.visit(visit_id)
+        return visit_id if visit and visit["model_sha256"] == self.model_sha256 else None
 
     def _top_k(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
         """The ``--top-k`` most probable classes, best first, as (label, probability to 6 places)."""

@@ -90,6 +90,11 @@ MIGRATIONS = [
     ALTER TABLE diagnoses ADD COLUMN probabilities TEXT;    -- JSON, every class's calibrated probability
     CREATE INDEX diagnoses_visit ON diagnoses (visit_id);
     """,
+    """
+    ALTER TABLE visits ADD COLUMN device_id TEXT;       -- a visit a phone started offline, then synced:
+    ALTER TABLE visits ADD COLUMN device_visit TEXT;    -- the phone's own id for it
+    CREATE UNIQUE INDEX visits_device ON visits (device_id, device_visit) WHERE device_id IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -322,6 +327,19 @@ class Store:
                 "INSERT INTO visits (created_at, model_sha256) VALUES (?, ?)", (utc_now(), model_sha256)
             )
         return cursor.lastrowid
+
+    def device_visit(self, device_id: str, device_visit: str, model_sha256: str) -> int:
+        """The visit a phone calls ``device_visit``, created the first time one of its photos is synced."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO visits (created_at, model_sha256, device_id, device_visit) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (device_id, device_visit) WHERE device_id IS NOT NULL DO NOTHING",
+                (utc_now(), model_sha256, device_id, device_visit),
+            )
+            row = db.execute(
+                "SELECT id FROM visits WHERE device_id = ? AND device_visit = ?", (device_id, device_visit)
+            ).fetchone()
+        return row["id"]
 
     def visit(self, visit_id: int) -> dict | None:
         """A visit's row and its photos' records (oldest first), or None."""

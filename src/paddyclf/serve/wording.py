@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..i18n import percent, translations
+from ..i18n import N_, OVER, UNDER, percent, translations
 from ..knowledge import Card, class_name, match_cards
 from ..trust import OK, OUT_OF_DISTRIBUTION, UNSURE
-
-
-def N_(message: str) -> str:  # noqa: N802 - gettext's conventional marker: extracted, translated later
-    return message
 
 
 @dataclass(frozen=True)
@@ -99,6 +95,33 @@ class Wording:
             "label_warning": translations(language).gettext(LABEL_WARNING) if text.chemical else "",
             "call_extension": text.call_extension,
             "sources": [{"title": s.title, "url": s.url} for s in card.sources],
+        }
+
+    def for_browser(self, language: str, top_k: int) -> dict:
+        """The words a page needs to draw a diagnosis made in the browser, in ``language`` (the page
+        embeds them, so they are there offline): verdict texts with their ``%(label)s`` and ``%(percent)s``
+        left to fill, every class's name, every answer's card and ``--class-info`` text."""
+        _ = translations(language).gettext
+        labels = sorted(self.named.keys() | self.class_info.keys())
+        return {
+            "language": language,
+            "top_k": top_k,
+            "verdicts": {
+                status: {
+                    "badge": _(text.badge),
+                    "headline": _(text.headline),
+                    "detail": _(text.detail) if text.detail else "",
+                    "tips": [_(tip) for tip in text.tips],
+                }
+                for status, text in VERDICT_TEXT.items()
+            },
+            "over": _(OVER),
+            "under": _(UNDER),
+            "class_names": {label: self.class_name(label, language) for label in labels},
+            "cards": {label: self.card(label, language) for label in self.cards},
+            "class_info": {
+                label: [{"heading": h, "text": t} for h, t in items] for label, items in self.class_info.items()
+            },
         }
 
     def describe(self, record: dict, language: str) -> dict:

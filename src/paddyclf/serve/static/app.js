@@ -1,17 +1,132 @@
-// paddyclf: a little plain JavaScript over server-rendered pages (the forms also work without it).
-"use strict";
-document.documentElement.classList.add("js");
+// paddyclf: plain JavaScript modules over server-rendered pages (the forms also work without them).
+//
+// Diagnose: when the browser can run the served model (ONNX Runtime Web, js/model.js), each photo is
+// diagnosed on the phone, shown at once, kept in IndexedDB and sent to the server's history when it
+// can be reached (js/outbox.js), so the page works in a field without signal once it has been
+// opened. A service worker (/sw.js) keeps the page, the scripts, the runtime and the model. Where
+// the model cannot load (an old browser, a server without a browser model), each photo is uploaded
+// and the server's card is shown, as the page did before.
+import { _ } from "./js/messages.js";
+import { BrowserModel, combineVisit } from "./js/model.js";
+import * as outbox from "./js/outbox.js";
+import { markRefused, markSynced, photoCard, visitCard } from "./js/render.js";
 
-// The page's language: the server puts this script's translated messages in <script id="messages">
-// (the same gettext catalogue as the pages; `make messages` extracts the _() calls below).
-const MESSAGES = JSON.parse(document.getElementById("messages")?.textContent || "{}");
-function _(message, values = {}) {
-  const text = MESSAGES[message] || message;
-  return text.replace(/%\((\w+)\)s/g, (whole, name) => (name in values ? String(values[name]) : whole));
+const root = document.documentElement;
+root.classList.add("js");
+
+// ------------------------------------------------------------------ the engine: this phone or the server
+
+const SERVICE_WORKER_WAIT_MS = 10000;
+let model = null; // a BrowserModel once loaded
+
+async function serviceWorkerReady() {
+  if (!("serviceWorker" in navigator) || !root.dataset.serviceWorker) return false;
+  try {
+    await navigator.serviceWorker.register(root.dataset.serviceWorker, { scope: "/" });
+    await navigator.serviceWorker.ready;
+    if (!navigator.serviceWorker.controller) {
+      // the first visit: wait until the worker controls this page, so that the runtime and the
+      // model are fetched once, through it, into its cache (not once by the page and once by it)
+      await new Promise((resolve) => {
+        navigator.serviceWorker.addEventListener("controllerchange", resolve, { once: true });
+        setTimeout(resolve, SERVICE_WORKER_WAIT_MS);
+      });
+    }
+    return Boolean(navigator.serviceWorker.controller);
+  } catch (error) {
+    console.warn("paddyclf: no service worker, the page will not open offline:", error);
+    return false;
+  }
 }
 
-// Diagnose: upload each photo on its own request and show the card the server renders for it,
-// in place of a placeholder (the newest selection on top, in the order the photos were chosen).
+function showEngine(text, state) {
+  root.dataset.engine = state;
+  const note = document.getElementById("engine");
+  if (note) note.textContent = text;
+}
+
+async function startEngine() {
+  const offline = await serviceWorkerReady();
+  root.dataset.offline = offline ? "ready" : "no";
+  if (!root.dataset.browserModel) {
+    showEngine(_("Photos are diagnosed by the server."), "server");
+    return;
+  }
+  try {
+    model = await BrowserModel.load(self.crossOriginIsolated ? Number(root.dataset.threads || 1) : 1);
+    showEngine(offline ? _("Photos are diagnosed on this device, also without signal.") : _("Photos are diagnosed on this device."), "browser");
+  } catch (error) {
+    console.warn("paddyclf: the browser model did not load; the server diagnoses:", error);
+    showEngine(_("Photos are diagnosed by the server."), "server");
+  }
+}
+
+// ------------------------------------------------------------------ sending what the phone diagnosed
+
+const cardsByKey = new Map(); // outbox key -> its card on this page
+const visitIds = new Map(); // a visit's id on this phone -> its id on the server, once synced
+let syncTimer = null;
+let syncDelay = 0;
+let syncing = null;
+
+function showOutbox(counts) {
+  const note = document.getElementById("outbox");
+  if (!note) return;
+  const waiting = counts.waiting;
+  note.hidden = waiting === 0 && counts.refused === 0;
+  note.textContent =
+    (waiting === 1 ? _("One diagnosis waits to be sent to the server.") : waiting ? _("%(count)s diagnoses wait to be sent to the server.", { count: waiting }) : "") +
+    (counts.refused ? " " + _("%(count)s were refused by the server.", { count: counts.refused }) : "");
+}
+
+let syncAgain = false; // a diagnosis kept while a sync ran: send it when that sync ends
+
+async function syncNow() {
+  if (syncing) {
+    syncAgain = true;
+    return syncing;
+  }
+  syncAgain = false;
+  clearTimeout(syncTimer);
+  syncing = outbox
+    .sync(
+      (item, record) => {
+        const card = cardsByKey.get(item.key);
+        if (card) markSynced(card, record);
+        cardsByKey.delete(item.key);
+        if (item.visit && record.visit_id) {
+          visitIds.set(item.visit, record.visit_id); // the server's number of this phone's visit
+          for (const answer of document.querySelectorAll(`#visit .card[data-device-visit="${item.visit}"]`)) {
+            answer.dataset.visit = record.visit_id;
+          }
+        }
+      },
+      (item, reason) => {
+        const card = cardsByKey.get(item.key);
+        if (card) markRefused(card, reason);
+      },
+    )
+    .then((counts) => {
+      showOutbox(counts);
+      root.dataset.outbox = String(counts.waiting);
+      if (counts.waiting) {
+        syncDelay = Math.min(60000, Math.max(5000, syncDelay * 2)); // the server is out of reach: later
+        syncTimer = setTimeout(syncNow, syncDelay);
+      } else {
+        syncDelay = 0;
+      }
+      return counts;
+    })
+    .catch((error) => console.warn("paddyclf: sync failed:", error))
+    .finally(() => {
+      syncing = null;
+      if (syncAgain) syncNow();
+    });
+  return syncing;
+}
+
+// ------------------------------------------------------------------ diagnose
+
 function placeholder(file) {
   const pending = document.createElement("article");
   pending.className = "card pending";
@@ -22,36 +137,94 @@ function placeholder(file) {
   return pending;
 }
 
-// A visit (several leaves of one field): the first photo starts it, the others join it one by one,
-// and the visit's one answer, re-computed by the server after each photo, replaces the last.
-async function diagnose(file, pending, visit) {
-  const body = pending.firstChild;
+function failed(pending, file, error) {
+  pending.className = "card error";
+  pending.firstChild.textContent = _("%(name)s: not diagnosed.", { name: file.name }) + " " + error.message;
+}
+
+// On the server: upload the photo and show the card it renders. A visit (several leaves of one
+// field): the first photo starts it, the others join it, and the visit's answer replaces the last.
+async function diagnoseOnServer(file, pending, visit) {
   const form = new FormData();
   form.append("files", file, file.name);
   if (visit) form.append("visit", visit.id || "new");
+  const response = await fetch("/", { method: "POST", body: form, headers: { Accept: "text/html" } });
+  const text = await response.text();
+  const page = new DOMParser().parseFromString(text, "text/html");
+  const answer = page.querySelector("#visit > .card");
+  if (visit && answer) {
+    visit.id = answer.dataset.visit;
+    document.getElementById("visit").replaceChildren(document.adoptNode(answer));
+  }
+  const cards = page.querySelectorAll("#results > .card");
+  if (cards.length === 0) {
+    let reason = _("the server answered %(status)s", { status: response.status });
+    try { reason = JSON.parse(text).error || reason; } catch (ignored) { /* not JSON */ }
+    throw new Error(reason);
+  }
+  pending.replaceWith(...Array.from(cards, (card) => document.adoptNode(card)));
+}
+
+function randomId() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// On this phone: decode, resize, run, the verdict and its card; then keep it for the server.
+// Resolves once the card is on the page; `kept` resolves once the photo is in IndexedDB.
+async function diagnoseHere(file, pending, visit) {
+  const diagnosedAt = new Date();
+  const result = await model.diagnose(file);
+  const drawing = performance.now();
+  const card = photoCard(
+    { name: file.name, photoUrl: URL.createObjectURL(file), diagnosedAt, ...result },
+    model.classes,
+  );
+  pending.replaceWith(card);
+  result.milliseconds.card = performance.now() - drawing;
+  if (visit) {
+    visit.photos.push(result);
+    const answer = combineVisit(visit.photos, model.trust.unsure_below || 0);
+    const shown = visitCard({ ...answer, classes: model.classes });
+    shown.dataset.deviceVisit = visit.deviceId;
+    if (visitIds.has(visit.deviceId)) shown.dataset.visit = visitIds.get(visit.deviceId);
+    document.getElementById("visit").replaceChildren(shown);
+  }
+  const top_k = result.probabilities.map((probability, i) => ({ label: model.classes[i], probability }));
+  const kept = outbox
+    .keep({
+      photo: file,
+      name: file.name,
+      status: result.status,
+      top_k,
+      model_sha256: model.sha256,
+      diagnosed_at: diagnosedAt.toISOString(),
+      visit: visit ? visit.deviceId : null,
+    })
+    .then((key) => { cardsByKey.set(key, card); return key; });
+  return { card, result, kept };
+}
+
+async function diagnose(file, pending, visit) {
   try {
-    const response = await fetch("/", { method: "POST", body: form, headers: { Accept: "text/html" } });
-    const text = await response.text();
-    const page = new DOMParser().parseFromString(text, "text/html");
-    const answer = page.querySelector("#visit > .card");
-    if (visit && answer) {
-      visit.id = answer.dataset.visit;
-      document.getElementById("visit").replaceChildren(document.adoptNode(answer));
+    if (model) {
+      try {
+        const { kept } = await diagnoseHere(file, pending, visit);
+        await kept;
+        syncNow();
+        return;
+      } catch (error) {
+        if (!navigator.onLine) throw error; // e.g. a HEIC photo this browser cannot decode
+        console.warn("paddyclf: diagnosing on the server instead:", error);
+        if (visit) visit.id = null;
+      }
     }
-    const cards = page.querySelectorAll("#results > .card");
-    if (cards.length === 0) {
-      let reason = _("the server answered %(status)s", { status: response.status });
-      try { reason = JSON.parse(text).error || reason; } catch (ignored) { /* not JSON */ }
-      throw new Error(reason);
-    }
-    pending.replaceWith(...Array.from(cards, (card) => document.adoptNode(card)));
+    await diagnoseOnServer(file, pending, visit);
   } catch (error) {
-    pending.className = "card error";
-    body.textContent = _("%(name)s: not diagnosed.", { name: file.name }) + " " + error.message;
+    failed(pending, file, error);
   }
 }
 
-function setUpDiagnose() {
+function setUpDiagnose(engine) {
   const input = document.getElementById("photo-input");
   const zone = document.getElementById("drop-zone");
   const results = document.getElementById("results");
@@ -63,12 +236,15 @@ function setUpDiagnose() {
     const chosen = Array.from(files);
     const pendings = chosen.map(placeholder);
     results.prepend(...pendings);
-    if (!toggle?.checked) {
-      chosen.forEach((file, i) => diagnose(file, pendings[i], null));
+    await engine; // the first photos of a fresh visit wait for the model, not for the server
+    if (toggle?.checked) visit = visit || { id: null, deviceId: randomId(), photos: [] };
+    else visit = null;
+    if (!visit && !model) {
+      chosen.forEach((file, i) => diagnose(file, pendings[i], null)); // the server batches them
       return;
     }
-    visit = visit || {};
-    for (const [i, file] of chosen.entries()) await diagnose(file, pendings[i], visit); // one after another
+    // one after another (measured: on 2 cores, decoding the next photo while the model ran did not pay)
+    for (const [i, file] of chosen.entries()) await diagnose(file, pendings[i], visit);
   };
   input.addEventListener("change", () => { send(input.files); input.value = ""; });
   for (const name of ["dragenter", "dragover"]) {
@@ -122,5 +298,11 @@ function setUpReview() {
   });
 }
 
-setUpDiagnose();
+const engine = document.getElementById("photo-input") ? startEngine() : serviceWorkerReady();
+setUpDiagnose(engine);
 setUpReview();
+window.addEventListener("online", syncNow);
+if ("indexedDB" in window) syncNow();
+
+// for the benchmark and the tests (`paddyclf benchmark browser`): the loaded model and the steps
+window.paddyclf = { engine, model: () => model, diagnoseHere, placeholder, syncNow };
