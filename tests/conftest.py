@@ -70,3 +70,36 @@ def served_checkpoint(tiny_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("served_model")
     assert main(["train", *tiny_args(tiny_data, out)]) == 0
     return out / "MobileNetV3_Small_BoT_Linear_best.pt"
+
+
+REVIEW_TOKEN = "expert-token-123"
+
+
+@pytest.fixture()
+def make_client(served_checkpoint, tmp_path):
+    """``make(**settings)``: a TestClient of the app serving ``served_checkpoint`` (review token
+    :data:`REVIEW_TOKEN`), with any ``ServeConfig`` field set; every client is closed after the test."""
+    from fastapi.testclient import TestClient
+
+    from paddyclf.serve.app import create_app
+    from paddyclf.serve.config import ServeConfig
+
+    clients = []
+
+    def make(**settings) -> TestClient:
+        config = ServeConfig(model=str(settings.pop("model", served_checkpoint)), data_dir=str(tmp_path / "data"))
+        for key, value in {"review_token": REVIEW_TOKEN, **settings}.items():
+            setattr(config, key, value)
+        client = TestClient(create_app(config))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture()
+def client(make_client):
+    return make_client()

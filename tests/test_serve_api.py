@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("fastapi")
 
 import torch
+from conftest import REVIEW_TOKEN
 from fastapi.testclient import TestClient
 from PIL import Image
 from serve_helpers import bad_uploads, photo_with_exif, upload
@@ -26,7 +27,7 @@ from paddyclf.cli import main
 from paddyclf.errors import UserError
 from paddyclf.i18n import percent
 from paddyclf.serve import store as store_module
-from paddyclf.serve.app import BodyLimit, breakable, create_app
+from paddyclf.serve.app import BodyLimit, breakable
 from paddyclf.serve.batching import DynamicBatcher
 from paddyclf.serve.config import ServeConfig
 from paddyclf.serve.service import DiagnosisService, load_class_info
@@ -41,36 +42,13 @@ from paddyclf.serve.store import (
     migrate,
 )
 
-TOKEN = "expert-token-123"
+TOKEN = REVIEW_TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
 def leaves(tiny_data) -> list[Path]:
     return sorted((tiny_data / "images").rglob("*.jpg"))
-
-
-@pytest.fixture()
-def make_client(served_checkpoint, tmp_path):
-    clients = []
-
-    def make(**settings) -> TestClient:
-        config = ServeConfig(model=str(settings.pop("model", served_checkpoint)), data_dir=str(tmp_path / "data"))
-        for key, value in {"review_token": TOKEN, **settings}.items():
-            setattr(config, key, value)
-        client = TestClient(create_app(config))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-@pytest.fixture()
-def client(make_client) -> TestClient:
-    return make_client()
 
 
 def diagnose(client: TestClient, *paths: Path, name: str | None = None) -> list[dict]:

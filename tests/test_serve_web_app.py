@@ -7,41 +7,20 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("fastapi")
 
-from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from paddyclf.serve import app as app_module  # noqa: E402
-from paddyclf.serve.app import create_app  # noqa: E402
 from paddyclf.serve.config import ServeConfig  # noqa: E402
 from paddyclf.serve.offline import RUNTIME, RUNTIME_FILES, runtime_available  # noqa: E402
 
 needs_runtime = pytest.mark.skipif(not runtime_available(), reason="ONNX Runtime Web is missing: make web-runtime")
 WASM = "/static/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm"
-
-
-@pytest.fixture()
-def make_client(served_checkpoint, tmp_path):
-    clients = []
-
-    def make(**settings) -> TestClient:
-        config = ServeConfig(model=str(served_checkpoint), data_dir=str(tmp_path / "data"), **settings)
-        client = TestClient(create_app(config))
-        clients.append(client.__enter__())
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-@pytest.fixture()
-def client(make_client) -> TestClient:
-    return make_client()
 
 
 def worker_assets(script: str) -> list[str]:
@@ -139,3 +118,56 @@ def test_the_page_carries_the_words_of_a_diagnosis_in_its_language(client):
     assert set(model["classes"]) <= set(wording["class_names"])
     assert wording["class_names"]["blast"] == "Bệnh đạo ôn"
     assert wording["cards"]["blast"]["sources"] and wording["cards"]["blast"]["language"] == "vi"
+
+
+def test_a_server_without_the_runtime_says_how_to_get_it(served_checkpoint, tmp_path, monkeypatch):
+    from paddyclf.serve import server
+    from paddyclf.serve.service import DiagnosisService
+
+    config = ServeConfig(model=str(served_checkpoint), data_dir=str(tmp_path / "data"))
+    service = DiagnosisService(config)
+    try:
+        monkeypatch.setattr(server, "runtime_available", lambda: False)
+        report = "\n".join(server.startup_report(config, service))
+        assert "ONNX Runtime Web is missing" in report and "make web-runtime" in report
+        assert "browser model:" in report  # the export is there; only the runtime is missing
+        monkeypatch.setattr(server, "runtime_available", lambda: True)
+        assert "ONNX Runtime Web" not in "\n".join(server.startup_report(config, service))
+    finally:
+        service.close()
+
+
+@pytest.mark.slow
+@needs_runtime
+def test_a_built_wheel_carries_the_runtime_so_installing_it_needs_no_npm(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).parents[1]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        str(root),
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(tmp_path),
+    ]
+    subprocess.run(command, check=True, timeout=600, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("paddyclf-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    vendor = "paddyclf/serve/static/vendor/onnxruntime-web/"
+    assert {vendor + name for name in RUNTIME_FILES} <= names
+    assert vendor + "ort-wasm-simd-threaded.wasm.gz" in names
+    for page_file in (
+        "static/app.js",
+        "static/sw.js",
+        "static/js/resize.js",
+        "static/icons/icon-192.png",
+        "templates/base.html",
+    ):
+        assert "paddyclf/serve/" + page_file in names

@@ -23,6 +23,25 @@ def require_serve_extra() -> None:
         ) from None
 
 
+def startup_report(config: ServeConfig, service) -> list[str]:
+    """What ``serve`` says as it starts: where, the browser model (exported now for a checkpoint, so that
+    the first phone does not wait), and what is off: the in-browser diagnosis without ONNX Runtime Web,
+    reviewing without a token."""
+    where = f"http://{config.host}:{config.port}"
+    lines = [f"paddyclf serve: {config.model} ({service.predictor.backend}) at {where}, history in {config.data_dir}"]
+    if service.has_browser_model:
+        try:
+            browser = service.browser_model()
+            lines.append(f"  browser model: {browser.path} ({browser.size_bytes / 1e6:.1f} MB)")
+        except RequestError as exc:
+            lines.append(f"  warning: {exc.message} Pages diagnose through the API.")
+    if not runtime_available():
+        lines.append("  warning: " + MISSING_RUNTIME.format(folder=RUNTIME))
+    if config.review_token is None:
+        lines.append("  reviewing is off (give --review-token or $PADDYCLF_REVIEW_TOKEN to turn it on)")
+    return lines
+
+
 def serve(config: ServeConfig) -> None:
     """Serve until Ctrl-C. Bad settings, a bad model or class-info file fail here, before binding the port."""
     require_serve_extra()
@@ -34,18 +53,8 @@ def serve(config: ServeConfig) -> None:
     config = config.with_environment()
     config.validate()
     service = DiagnosisService(config)
-    where = f"http://{config.host}:{config.port}"
-    print(f"paddyclf serve: {config.model} ({service.predictor.backend}) at {where}, history in {config.data_dir}")
-    if service.has_browser_model:  # export a checkpoint for browsers now, not on the first phone's visit
-        try:
-            browser = service.browser_model()
-            print(f"  browser model: {browser.path} ({browser.size_bytes / 1e6:.1f} MB)")
-        except RequestError as exc:
-            print(f"  warning: {exc.message} Pages diagnose through the API.")
-    if not runtime_available():
-        print("  warning: " + MISSING_RUNTIME.format(folder=RUNTIME))
-    if config.review_token is None:
-        print("  reviewing is off (give --review-token or $PADDYCLF_REVIEW_TOKEN to turn it on)")
+    for line in startup_report(config, service):
+        print(line)
     options = {"host": config.host, "port": config.port, "log_level": "info", "timeout_graceful_shutdown": 5}
     if config.workers == 1:
         uvicorn.run(create_app(config, service), **options)

@@ -9,7 +9,7 @@
 import { _ } from "./js/messages.js";
 import { BrowserModel, combineVisit } from "./js/model.js";
 import * as outbox from "./js/outbox.js";
-import { markRefused, markSynced, photoCard, visitCard } from "./js/render.js";
+import { markRefused, markSynced, markUnkept, photoCard, visitCard } from "./js/render.js";
 
 const root = document.documentElement;
 root.classList.add("js");
@@ -207,16 +207,23 @@ async function diagnoseHere(file, pending, visit) {
 async function diagnose(file, pending, visit) {
   try {
     if (model) {
+      let shown;
       try {
-        const { kept } = await diagnoseHere(file, pending, visit);
-        await kept;
-        syncNow();
-        return;
+        shown = await diagnoseHere(file, pending, visit);
       } catch (error) {
         if (!navigator.onLine) throw error; // e.g. a HEIC photo this browser cannot decode
         console.warn("paddyclf: diagnosing on the server instead:", error);
         if (visit) visit.id = null;
+        await diagnoseOnServer(file, pending, visit);
+        return;
       }
+      try {
+        await shown.kept;
+        syncNow();
+      } catch (error) { // the phone's storage refused it (full, or private browsing): say so on the card
+        markUnkept(shown.card, error.message || String(error));
+      }
+      return;
     }
     await diagnoseOnServer(file, pending, visit);
   } catch (error) {

@@ -142,6 +142,10 @@ export function markSynced(card, record) {
   }
 }
 
+export function markUnkept(card, reason) {
+  card.querySelector(".sync-state").textContent = _("not kept on this phone, so not sent: %(reason)s", { reason });
+}
+
 export function markRefused(card, reason) {
   card.querySelector(".sync-state").textContent = _("the server refused it: %(reason)s", { reason });
 }
