@@ -8,7 +8,8 @@ WEB_RUNTIME := src/paddyclf/serve/static/vendor/onnxruntime-web/VERSION
 
 .PHONY: install install-all web-runtime demo test test-fast lint messages clean
 
-install: $(VENV)/.installed $(WEB_RUNTIME)
+# the training and inference core (no Node.js needed); the web app's in-browser runtime: web-runtime
+install: $(VENV)/.installed
 
 web-runtime: $(WEB_RUNTIME)
 

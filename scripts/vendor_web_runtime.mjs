@@ -1,7 +1,7 @@
 // Copy the files of ONNX Runtime Web that `paddyclf serve` needs from node_modules (npm ci) into the
 // package's static folder (git-ignored; built wheels and sdists carry them), with gzip copies of the
 // large ones: the server sends those precompressed (the WASM file: 14 MB, 3.7 MB gzipped).
-// Run by `make install` through `npm run vendor`; no dependency but Node's own modules.
+// Run by `make web-runtime` (part of `make test`) through `npm run vendor`; no dependency but Node's own modules.
 import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";

@@ -1,12 +1,13 @@
 """What lets the diagnose page open and diagnose without a network: the service worker, the files it
 keeps, the web manifest, and ONNX Runtime Web.
 
-ONNX Runtime Web is not in git: ``make install`` fetches the version ``package-lock.json`` pins
-(``npm ci``) and copies its WASM build into ``static/vendor/onnxruntime-web`` (a built wheel or sdist
-carries it, so installing one needs no npm). Without it the pages still work: photos are diagnosed
-by the server. The service worker (``static/sw.js``) is served at ``/sw.js`` after one line naming
-its release (a hash of every file it keeps: a new paddyclf is a new worker with a new cache) and
-those files. The large vendor files are sent gzip-compressed from copies made at install time.
+ONNX Runtime Web is not in git: ``make web-runtime`` (part of ``make test``) fetches the version
+``package-lock.json`` pins (``npm ci``) and copies its WASM build into ``static/vendor/onnxruntime-web``
+(a built wheel or sdist carries it, so installing one needs no npm). Without it the pages still work:
+photos are diagnosed by the server. The service worker (``static/sw.js``) is served at ``/sw.js``
+after one line naming its release (a hash of every file it keeps: a new paddyclf is a new worker with
+a new cache) and those files. The large vendor files are sent gzip-compressed from copies made at
+install time.
 """
 
 from __future__ import annotations
