@@ -23,8 +23,8 @@ needs_runtime = pytest.mark.skipif(not runtime_available(), reason="ONNX Runtime
 WASM = "/static/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm"
 
 
-def worker_assets(script: str) -> list[str]:
-    return json.loads(re.search(r"const PADDYCLF_ASSETS = (\[.*?\]);", script).group(1))
+def worker_setting(script: str, name: str):
+    return json.loads(re.search(rf"const {name} = (.*?);\n", script).group(1))
 
 
 def test_the_service_worker_keeps_every_file_the_page_needs(client):
@@ -32,14 +32,19 @@ def test_the_service_worker_keeps_every_file_the_page_needs(client):
     assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/javascript")
     assert reply.headers["cache-control"] == "no-cache"  # a new paddyclf reaches phones at their next visit
     assert re.match(r'const PADDYCLF_RELEASE = "[0-9a-f]{16}";', reply.text)
-    assets = worker_assets(reply.text)
+    assets = worker_setting(reply.text, "PADDYCLF_ASSETS")
+    runtime = worker_setting(reply.text, "PADDYCLF_RUNTIME_ASSETS")
     for needed in ("/static/app.js", "/static/app.css", "/static/js/model.js", "/static/js/resize.js",
                    "/static/js/outbox.js", "/static/js/render.js", "/manifest.webmanifest"):  # fmt: skip
         assert needed in assets
-    if runtime_available():
-        assert {f"/static/vendor/onnxruntime-web/{name}" for name in RUNTIME_FILES} <= set(assets)
-    for url in assets:
-        assert client.get(url).status_code == 200, url
+    if runtime_available():  # the runtime in a cache of its own: a new paddyclf does not download it again
+        assert {f"/static/vendor/onnxruntime-web/{name}" for name in RUNTIME_FILES} == set(runtime)
+        assert worker_setting(reply.text, "PADDYCLF_MODEL") is True
+    for url in assets + runtime:
+        kept = client.get(url)
+        assert kept.status_code == 200, url
+        if url.startswith("/static/"):  # asked again each time (a 304 when unchanged), never guessed fresh
+            assert kept.headers["cache-control"] == "no-cache"
     # every script the page imports is kept (a missing one would break the page offline)
     page_scripts = re.findall(r'from "\./js/(\w+\.js)"', client.get("/static/app.js").text)
     assert page_scripts and all(f"/static/js/{name}" in assets for name in page_scripts)
@@ -94,9 +99,12 @@ def test_the_page_allows_webassembly_but_no_inline_script_and_isolates_only_when
 def test_the_page_runs_the_model_in_the_browser_only_when_the_runtime_is_there(make_client, monkeypatch):
     assert 'data-browser-model="/browser/model.json"' in make_client().get("/").text
     monkeypatch.setattr(app_module, "runtime_available", lambda: False)
-    page = make_client().get("/").text
+    client = make_client()
+    page = client.get("/").text
     assert "data-browser-model" not in page  # an install without npm: the server diagnoses, as before
-    assert 'data-service-worker="/sw.js"' in page
+    assert 'data-service-worker="/sw.js"' in page  # and the page still opens offline, to say so
+    worker = client.get("/sw.js").text
+    assert worker_setting(worker, "PADDYCLF_MODEL") is False and worker_setting(worker, "PADDYCLF_RUNTIME_ASSETS") == []
 
 
 def test_the_browser_model_url_names_its_hash(client):
@@ -139,9 +147,10 @@ def test_a_server_without_the_runtime_says_how_to_get_it(served_checkpoint, tmp_
 
 @pytest.mark.slow
 @needs_runtime
-def test_a_built_wheel_carries_the_runtime_so_installing_it_needs_no_npm(tmp_path):
+def test_a_built_wheel_and_sdist_carry_the_runtime_so_installing_one_needs_no_npm(tmp_path):
     import subprocess
     import sys
+    import tarfile
     import zipfile
 
     root = Path(__file__).parents[1]
@@ -160,6 +169,12 @@ def test_a_built_wheel_carries_the_runtime_so_installing_it_needs_no_npm(tmp_pat
     subprocess.run(command, check=True, timeout=600, cwd=tmp_path)
     (wheel,) = tmp_path.glob("paddyclf-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    sdist = f"from setuptools import build_meta; build_meta.build_sdist({str(tmp_path)!r})"
+    subprocess.run([sys.executable, "-c", sdist], check=True, timeout=600, cwd=root, capture_output=True)
+    (archive,) = tmp_path.glob("paddyclf-*.tar.gz")
+    with tarfile.open(archive) as tar:
+        in_sdist = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    assert {"src/paddyclf/serve/static/vendor/onnxruntime-web/" + name for name in RUNTIME_FILES} <= in_sdist
     vendor = "paddyclf/serve/static/vendor/onnxruntime-web/"
     assert {vendor + name for name in RUNTIME_FILES} <= names
     assert vendor + "ort-wasm-simd-threaded.wasm.gz" in names

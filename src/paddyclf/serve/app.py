@@ -133,6 +133,13 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
 
 
+def revalidated(response: Response) -> Response:
+    """Browsers ask again (a 304 when unchanged) rather than guess a file is fresh from its age: a new
+    paddyclf's scripts reach the page, and its service worker never keeps an old one."""
+    response.headers["cache-control"] = "no-cache"
+    return response
+
+
 class PrecompressedStaticFiles(StaticFiles):
     """Static files, sent from a ``NAME.gz`` copy beside ``NAME`` when the browser accepts gzip (ONNX
     Runtime Web's 14 MB WASM file goes as 3.7 MB); ETag and If-None-Match work as for any static file."""
@@ -141,8 +148,8 @@ class PrecompressedStaticFiles(StaticFiles):
         accepts = b"gzip" in dict(scope.get("headers", [])).get(b"accept-encoding", b"")
         compressed = Path(self.directory) / (path + ".gz")
         if not (accepts and scope["method"] in ("GET", "HEAD") and compressed.is_file()):
-            return await super().get_response(path, scope)
-        response = await super().get_response(path + ".gz", scope)
+            return revalidated(await super().get_response(path, scope))
+        response = revalidated(await super().get_response(path + ".gz", scope))
         media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
         response.headers["content-type"] = media_type
         response.headers["content-encoding"] = "gzip"
@@ -374,13 +381,14 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
     def service_worker() -> Response:
         """The service worker that keeps the page, its scripts, ONNX Runtime Web and the model (offline use)."""
         headers = {"cache-control": "no-cache"}
-        return Response(offline.service_worker(), media_type="text/javascript", headers=headers)
+        return Response(offline.service_worker(in_browser), media_type="text/javascript", headers=headers)
 
     @app.get(MANIFEST_URL, include_in_schema=False)
     def web_manifest(language: Language) -> Response:
         _ = i18n.translations(language).gettext
         body = manifest(_("paddyclf: rice leaf diagnosis"), "paddyclf", _("Diagnose a rice leaf"), language)
-        return Response(json.dumps(body, ensure_ascii=False), media_type="application/manifest+json")
+        headers = {"vary": "accept-language, cookie"}
+        return Response(json.dumps(body, ensure_ascii=False), media_type="application/manifest+json", headers=headers)
 
     @app.get("/browser/model.onnx", include_in_schema=False)
     async def browser_onnx(sha256: str | None = None) -> FileResponse:

@@ -22,7 +22,8 @@ from pathlib import Path
 from .. import __version__
 
 STATIC = Path(__file__).parent / "static"
-RUNTIME = STATIC / "vendor" / "onnxruntime-web"
+RUNTIME_PARENT = STATIC / "vendor"
+RUNTIME = RUNTIME_PARENT / "onnxruntime-web"
 RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 MANIFEST_URL = "/manifest.webmanifest"
 SERVICE_WORKER_URL = "/sw.js"
@@ -48,32 +49,53 @@ def _static_url(path: Path) -> str:
     return "/static/" + path.relative_to(STATIC).as_posix()
 
 
+def _digest(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class OfflineApp:
-    """The files the service worker keeps (URLs), and its release: one hash over all of them."""
+    """The files the service worker keeps (URLs), in two groups that change at their own pace: the
+    page's own files (a new paddyclf) and ONNX Runtime Web (a new runtime version), each with a hash."""
 
     static: Path = STATIC
 
     @cached_property
+    def _kept(self) -> list[Path]:
+        return [p for p in sorted(self.static.rglob("*")) if p.is_file() and p.suffix in KEPT_SUFFIXES]
+
+    @cached_property
     def assets(self) -> list[str]:
-        kept = [p for p in sorted(self.static.rglob("*")) if p.is_file() and p.suffix in KEPT_SUFFIXES]
-        return [_static_url(p) for p in kept if p.name != "sw.js"] + [MANIFEST_URL]
+        """The page's scripts, styles and icons, and the manifest."""
+        own = [p for p in self._kept if p.name != "sw.js" and not p.is_relative_to(RUNTIME_PARENT)]
+        return [_static_url(p) for p in own] + [MANIFEST_URL]
+
+    @cached_property
+    def runtime_assets(self) -> list[str]:
+        return [_static_url(p) for p in self._kept if p.is_relative_to(RUNTIME_PARENT)]
 
     @cached_property
     def release(self) -> str:
-        digest = hashlib.sha256(__version__.encode())
-        for url in self.assets:
-            if url.startswith("/static/"):
-                digest.update(url.encode())
-                digest.update((self.static / url.removeprefix("/static/")).read_bytes())
-        digest.update((self.static / "sw.js").read_bytes())
-        return digest.hexdigest()[:16]
+        files = [self.static / url.removeprefix("/static/") for url in self.assets if url.startswith("/static/")]
+        files.append(self.static / "sw.js")
+        return _digest(__version__.encode(), *(f.name.encode() + f.read_bytes() for f in files))
 
-    def service_worker(self) -> str:
-        """The worker's script: its release and files, then ``static/sw.js``."""
+    @cached_property
+    def runtime_release(self) -> str:
+        version = RUNTIME / "VERSION"
+        return _digest(version.read_bytes() if version.is_file() else b"none", *map(str.encode, self.runtime_assets))
+
+    def service_worker(self, in_browser: bool) -> str:
+        """The worker's script: what to keep (``in_browser``: the model too), then ``static/sw.js``."""
         header = [
             f"const PADDYCLF_RELEASE = {json.dumps(self.release)};",
             f"const PADDYCLF_ASSETS = {json.dumps(self.assets)};",
+            f"const PADDYCLF_RUNTIME = {json.dumps(self.runtime_release)};",
+            f"const PADDYCLF_RUNTIME_ASSETS = {json.dumps(self.runtime_assets if in_browser else [])};",
+            f"const PADDYCLF_MODEL = {json.dumps(in_browser)};",
         ]
         return "\n".join(header) + "\n" + (self.static / "sw.js").read_text(encoding="utf-8")
 

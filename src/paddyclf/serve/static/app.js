@@ -9,7 +9,9 @@
 import { _ } from "./js/messages.js";
 import { BrowserModel, combineVisit } from "./js/model.js";
 import * as outbox from "./js/outbox.js";
-import { markRefused, markSynced, markUnkept, photoCard, visitCard } from "./js/render.js";
+import { markRefused, markSynced, markUnkept, photoCard, topK, visitCard } from "./js/render.js";
+
+const REPORTED_CLASSES = 50; // the most classes a sync may report (the server's limit)
 
 const root = document.documentElement;
 root.classList.add("js");
@@ -17,20 +19,28 @@ root.classList.add("js");
 // ------------------------------------------------------------------ the engine: this phone or the server
 
 const SERVICE_WORKER_WAIT_MS = 10000;
+// a photo chosen while the model is still loading (a first visit on a slow link) waits this long,
+// then goes to the server rather than wait for the download
+const ENGINE_WAIT_MS = 3000;
 let model = null; // a BrowserModel once loaded
 
+function within(promise, ms, fallback) {
+  return Promise.race([promise, new Promise((resolve) => setTimeout(() => resolve(fallback), ms))]);
+}
+
+// Register the service worker; resolves to whether it controls this page (so that it keeps what the
+// page loads next), within SERVICE_WORKER_WAIT_MS: a failed install never holds the page up.
 async function serviceWorkerReady() {
   if (!("serviceWorker" in navigator) || !root.dataset.serviceWorker) return false;
   try {
     await navigator.serviceWorker.register(root.dataset.serviceWorker, { scope: "/" });
-    await navigator.serviceWorker.ready;
     if (!navigator.serviceWorker.controller) {
       // the first visit: wait until the worker controls this page, so that the runtime and the
       // model are fetched once, through it, into its cache (not once by the page and once by it)
-      await new Promise((resolve) => {
-        navigator.serviceWorker.addEventListener("controllerchange", resolve, { once: true });
-        setTimeout(resolve, SERVICE_WORKER_WAIT_MS);
-      });
+      await within(
+        new Promise((resolve) => navigator.serviceWorker.addEventListener("controllerchange", resolve, { once: true })),
+        SERVICE_WORKER_WAIT_MS,
+      );
     }
     return Boolean(navigator.serviceWorker.controller);
   } catch (error) {
@@ -46,12 +56,13 @@ function showEngine(text, state) {
 }
 
 async function startEngine() {
-  const offline = await serviceWorkerReady();
-  root.dataset.offline = offline ? "ready" : "no";
-  if (!root.dataset.browserModel) {
+  if (!root.dataset.browserModel) { // this server's model does not run in browsers: upload at once
     showEngine(_("Photos are diagnosed by the server."), "server");
+    serviceWorkerReady().then((offline) => { root.dataset.offline = offline ? "ready" : "no"; });
     return;
   }
+  const offline = await serviceWorkerReady();
+  root.dataset.offline = offline ? "ready" : "no";
   try {
     model = await BrowserModel.load(self.crossOriginIsolated ? Number(root.dataset.threads || 1) : 1);
     showEngine(offline ? _("Photos are diagnosed on this device, also without signal.") : _("Photos are diagnosed on this device."), "browser");
@@ -96,7 +107,7 @@ async function syncNow() {
         cardsByKey.delete(item.key);
         if (item.visit && record.visit_id) {
           visitIds.set(item.visit, record.visit_id); // the server's number of this phone's visit
-          for (const answer of document.querySelectorAll(`#visit .card[data-device-visit="${item.visit}"]`)) {
+          for (const answer of document.querySelectorAll(`#visit .card[data-device-visit="${CSS.escape(item.visit)}"]`)) {
             answer.dataset.visit = record.visit_id;
           }
         }
@@ -117,7 +128,11 @@ async function syncNow() {
       }
       return counts;
     })
-    .catch((error) => console.warn("paddyclf: sync failed:", error))
+    .catch((error) => {
+      console.warn("paddyclf: sync failed:", error);
+      syncDelay = Math.min(60000, Math.max(5000, syncDelay * 2));
+      syncTimer = setTimeout(syncNow, syncDelay);
+    })
     .finally(() => {
       syncing = null;
       if (syncAgain) syncNow();
@@ -189,7 +204,7 @@ async function diagnoseHere(file, pending, visit) {
     if (visitIds.has(visit.deviceId)) shown.dataset.visit = visitIds.get(visit.deviceId);
     document.getElementById("visit").replaceChildren(shown);
   }
-  const top_k = result.probabilities.map((probability, i) => ({ label: model.classes[i], probability }));
+  const top_k = topK(result.probabilities, model.classes, REPORTED_CLASSES); // best first, as the server's
   const kept = outbox
     .keep({
       photo: file,
@@ -219,6 +234,7 @@ async function diagnose(file, pending, visit) {
       }
       try {
         await shown.kept;
+        outbox.keepForGood();
         syncNow();
       } catch (error) { // the phone's storage refused it (full, or private browsing): say so on the card
         markUnkept(shown.card, error.message || String(error));
@@ -243,7 +259,7 @@ function setUpDiagnose(engine) {
     const chosen = Array.from(files);
     const pendings = chosen.map(placeholder);
     results.prepend(...pendings);
-    await engine; // the first photos of a fresh visit wait for the model, not for the server
+    await within(engine, ENGINE_WAIT_MS); // then the server, if the model is not there yet
     if (toggle?.checked) visit = visit || { id: null, deviceId: randomId(), photos: [] };
     else visit = null;
     if (!visit && !model) {

@@ -1,33 +1,70 @@
 // paddyclf's service worker: the diagnose page opens, and diagnoses, without a network.
 //
-// The server serves this file at /sw.js after one line that sets PADDYCLF_RELEASE (a hash of the
-// page's assets: a new paddyclf is a new worker and a new cache) and PADDYCLF_ASSETS (the scripts,
-// the styles, the icons and ONNX Runtime Web). Installing it keeps those, the diagnose page and the
-// served model. Then:
-//   - pages and /browser/model.json: the network first (a fresh page when online), the kept copy
-//     when the server cannot be reached within a few seconds;
+// The server serves this file at /sw.js after a few lines that name what to keep:
+//   PADDYCLF_RELEASE, PADDYCLF_ASSETS: the page's scripts, styles and icons, and a hash of them all;
+//   PADDYCLF_RUNTIME, PADDYCLF_RUNTIME_ASSETS: ONNX Runtime Web's files, and a hash of its version;
+//   PADDYCLF_MODEL: whether the page runs the model in the browser (then the model is kept too).
+// Three caches, so that a new paddyclf does not make phones download the runtime or the model again:
+//   "paddyclf-shell-<release>": the diagnose page (/) and the page's files;
+//   "paddyclf-runtime-<runtime>": ONNX Runtime Web (14 MB; only a new runtime version replaces it);
+//   "paddyclf-model": /browser/model.json and the /browser/model.onnx?sha256=... it names.
+// Every download bypasses the browser's HTTP cache, so a release never keeps a previous file.
+// Then:
+//   - the diagnose page: the network first (a fresh page when online), the kept copy when the
+//     server does not answer within a few seconds; other pages: the network only;
+//   - /browser/model.json: the network first; it is kept only once the model it names is kept,
+//     so an interrupted download never leaves the phone with a description of a model it lacks;
 //   - /static/ and /browser/model.onnx?sha256=...: the kept copy first (a model's URL names its
-//     hash, so a new model is a new URL; the old one is dropped when the new one is kept);
+//     hash: a new model is a new URL; the old one is dropped once the new one is kept);
 //   - everything else (the API, photos, uploads): the network, as if there were no worker.
-/* global PADDYCLF_RELEASE, PADDYCLF_ASSETS */
+/* global PADDYCLF_RELEASE, PADDYCLF_ASSETS, PADDYCLF_RUNTIME, PADDYCLF_RUNTIME_ASSETS, PADDYCLF_MODEL */
 "use strict";
-const CACHE = "paddyclf-" + PADDYCLF_RELEASE;
+const SHELL = "paddyclf-shell-" + PADDYCLF_RELEASE;
+const RUNTIME = "paddyclf-runtime-" + PADDYCLF_RUNTIME;
+const MODEL = "paddyclf-model";
 const NETWORK_TIMEOUT_MS = 4000;
 
-async function keepModel(cache) {
-  const response = await fetch("/browser/model.json", { cache: "no-cache" });
-  if (!response.ok) return; // this server runs a model browsers cannot: its pages use the API
-  const metadata = await response.clone().json();
+function fresh(url) {
+  return new Request(url, { cache: "reload" }); // past the HTTP cache: this release's file
+}
+
+function isModelFile(url) {
+  return new URL(url, self.location.origin).pathname === "/browser/model.onnx";
+}
+
+async function keepAll(cacheName, urls) {
+  const cache = await caches.open(cacheName);
+  const missing = [];
+  for (const url of urls) if (!(await cache.match(url))) missing.push(url);
+  await cache.addAll(missing.map(fresh));
+}
+
+// Keep the model file, then its description; drop the models no description names any more
+async function keepModel(metadata, response) {
+  const cache = await caches.open(MODEL);
+  const url = `/browser/model.onnx?sha256=${metadata.sha256}`;
+  if (!(await cache.match(url))) await cache.add(fresh(url));
   await cache.put("/browser/model.json", response);
-  await cache.add(`/browser/model.onnx?sha256=${metadata.sha256}`);
+  for (const old of await cache.keys()) {
+    if (isModelFile(old.url) && !old.url.endsWith(metadata.sha256)) await cache.delete(old);
+  }
+}
+
+async function fetchAndKeepModel() {
+  const response = await fetch(fresh("/browser/model.json"));
+  if (!response.ok) return; // this server's model does not run in browsers
+  await keepModel(await response.clone().json(), response);
 }
 
 self.addEventListener("install", (event) => {
   event.waitUntil(
     (async () => {
-      const cache = await caches.open(CACHE);
-      await cache.addAll(["/", ...PADDYCLF_ASSETS]);
-      await keepModel(cache);
+      await keepAll(SHELL, ["/", ...PADDYCLF_ASSETS]);
+      await keepAll(RUNTIME, PADDYCLF_RUNTIME_ASSETS);
+      if (PADDYCLF_MODEL) {
+        // the page can also fetch (and keep) the model itself later: its failure here is no failure
+        await fetchAndKeepModel().catch((error) => console.warn("paddyclf: the model is not kept yet:", error));
+      }
       await self.skipWaiting();
     })(),
   );
@@ -37,46 +74,60 @@ self.addEventListener("activate", (event) => {
   event.waitUntil(
     (async () => {
       for (const name of await caches.keys()) {
-        if (name.startsWith("paddyclf-") && name !== CACHE) await caches.delete(name);
+        if (name.startsWith("paddyclf-") && ![SHELL, RUNTIME, MODEL].includes(name)) await caches.delete(name);
       }
       await self.clients.claim();
     })(),
   );
 });
 
-function withTimeout(promise, ms) {
-  return Promise.race([promise, new Promise((_, reject) => setTimeout(() => reject(new Error("timeout")), ms))]);
+async function fromNetwork(request) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), NETWORK_TIMEOUT_MS);
+  try {
+    return await fetch(request, { signal: controller.signal });
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
-async function networkFirst(request, fallbacks) {
-  const cache = await caches.open(CACHE);
+function keepLater(event, work) {
+  event.waitUntil(work.catch((error) => console.warn("paddyclf: not kept:", error))); // a full disk never fails the page
+}
+
+async function diagnosePage(event) {
   try {
-    const response = await withTimeout(fetch(request), NETWORK_TIMEOUT_MS);
-    if (response.ok) await cache.put(request, response.clone());
+    const response = await fromNetwork(event.request);
+    if (response.ok) keepLater(event, caches.open(SHELL).then((cache) => cache.put("/", response.clone())));
     return response;
   } catch (offline) {
-    for (const key of [request, ...fallbacks]) {
-      const kept = await cache.match(key, { ignoreVary: true });
-      if (kept) return kept;
-    }
-    const kept = await cache.match(request, { ignoreSearch: true, ignoreVary: true });
+    const kept = await caches.match("/", { cacheName: SHELL, ignoreVary: true });
     if (kept) return kept;
     throw offline;
   }
 }
 
-async function cacheFirst(request) {
-  const cache = await caches.open(CACHE);
-  const kept = await cache.match(request, { ignoreVary: true });
-  if (kept) return kept;
-  const response = await fetch(request);
-  if (response.ok) {
-    if (new URL(request.url).pathname === "/browser/model.onnx") {
-      for (const old of await cache.keys()) {
-        if (new URL(old.url).pathname === "/browser/model.onnx") await cache.delete(old);
-      }
+async function modelDescription(event) {
+  try {
+    const response = await fromNetwork(fresh("/browser/model.json"));
+    if (response.ok) {
+      const copy = response.clone();
+      keepLater(event, copy.json().then((metadata) => keepModel(metadata, response.clone())));
     }
-    await cache.put(request, response.clone());
+    return response;
+  } catch (offline) {
+    const kept = await caches.match("/browser/model.json", { cacheName: MODEL });
+    if (kept) return kept;
+    throw offline;
+  }
+}
+
+async function keptFirst(event, cacheName) {
+  const kept = await caches.match(event.request, { cacheName, ignoreVary: true });
+  if (kept) return kept;
+  const response = await fetch(event.request);
+  if (response.ok) {
+    keepLater(event, caches.open(cacheName).then((cache) => cache.put(event.request, response.clone())));
   }
   return response;
 }
@@ -86,10 +137,14 @@ self.addEventListener("fetch", (event) => {
   const url = new URL(request.url);
   if (request.method !== "GET" || url.origin !== self.location.origin) return;
   if (request.mode === "navigate") {
-    event.respondWith(networkFirst(request, ["/"]));
-  } else if (url.pathname === "/browser/model.json" || url.pathname === "/manifest.webmanifest") {
-    event.respondWith(networkFirst(request, []));
-  } else if (url.pathname.startsWith("/static/") || url.pathname === "/browser/model.onnx") {
-    event.respondWith(cacheFirst(request));
+    if (url.pathname === "/") event.respondWith(diagnosePage(event));
+  } else if (url.pathname === "/browser/model.json") {
+    event.respondWith(modelDescription(event));
+  } else if (url.pathname === "/browser/model.onnx") {
+    event.respondWith(keptFirst(event, MODEL));
+  } else if (url.pathname.startsWith("/static/vendor/")) {
+    event.respondWith(keptFirst(event, RUNTIME));
+  } else if (url.pathname.startsWith("/static/") || url.pathname === "/manifest.webmanifest") {
+    event.respondWith(keptFirst(event, SHELL));
   }
 });

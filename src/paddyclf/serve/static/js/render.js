@@ -117,7 +117,7 @@ export function photoCard(diagnosis, classes) {
   return element(
     "article",
     { class: `card status-${diagnosis.status} in-browser` },
-    element("figure", {}, element("img", { src: diagnosis.photoUrl, alt: `${_("photo")} ${diagnosis.name}`, "data-photo": diagnosis.photoUrl })),
+    element("figure", {}, element("img", { src: diagnosis.photoUrl, alt: _("photo") + " " + diagnosis.name, "data-photo": diagnosis.photoUrl })),
     element(
       "div",
       { class: "body" },
