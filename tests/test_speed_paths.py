@@ -126,13 +126,16 @@ def test_benchmark_train_times_whole_runs_against_the_plain_timm_loop(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--generate", "10", "--image-size", "64", "--batch-size", "4", "--num-workers", "0", "--epochs", "2"]
     assert (
-        main(["benchmark", "train", *args, "--pipelines", "plain", "project", "--whole-run", "--output", str(out)]) == 0
-    )
+        main(["benchmark", "train", *args, "--pipelines", "plain", "project", "--whole-run", "--whole-run-rounds", "2",
+              "--output", str(out)]) == 0
+    )  # fmt: skip
     (run,) = json.loads(out.read_text())["runs"]
     assert "ratios_vs_plain" in run and "ratios" not in run
     whole = run["whole_run"]
     assert set(whole["seconds"]) == {"project", "plain"} and all(s > 0 for s in whole["seconds"].values())
     assert whole["project_over_plain_time"] == pytest.approx(whole["seconds"]["project"] / whole["seconds"]["plain"])
+    assert [len(times) for times in whole["rounds"].values()] == [2, 2]  # alternating: project first, then plain
+    assert whole["seconds"]["plain"] == pytest.approx(sum(whole["rounds"]["plain"]) / 2)
 
 
 @pytest.mark.slow

@@ -147,6 +147,23 @@ def test_training_stores_the_temperature_and_thresholds_in_the_best_checkpoint(m
     assert set(ckpt["ood_statistics"]) == {"means", "components", "weights", "inverse_floor"}
 
 
+def test_calibration_from_the_best_validation_equals_a_separate_pass_over_the_valid_photos(model, leaves):
+    """Training calibrates from its best epoch's own valid logits and features (one pass fewer); a
+    separate pass over the same photos with the saved weights fits the same temperature and thresholds."""
+    from paddyclf.data import load_label2id, load_splits
+    from paddyclf.trust import calibrate_checkpoint
+
+    ckpt = load_checkpoint(model)
+    labels = load_label2id(leaves / "label2id.json")
+    splits = load_splits(leaves / "metadata.csv", labels, 0)
+    separate = calibrate_checkpoint(ckpt, splits["train"], splits["valid"])
+    trained, again = Trust.from_dict(ckpt["trust"]), Trust.from_dict(separate["trust"])
+    assert trained.temperature == pytest.approx(again.temperature, rel=1e-4)
+    assert trained.unsure_below == pytest.approx(again.unsure_below, abs=1e-4)
+    assert trained.ood_threshold == pytest.approx(again.ood_threshold, rel=1e-4)
+    assert trained.fit["valid_images"] == again.fit["valid_images"] == 24
+
+
 def test_no_calibrate_trains_a_checkpoint_without_thresholds(tiny_data, tmp_path):
     assert main(["train", *tiny_args(tiny_data, tmp_path, "--epochs", "1", "--no-calibrate")]) == 0
     assert "trust" not in load_checkpoint(tmp_path / f"{NAME}_best.pt")

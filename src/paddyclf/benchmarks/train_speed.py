@@ -245,7 +245,11 @@ def _write_metadata(train: list[Sample], valid: list[Sample], num_classes: int, 
         writer = csv.writer(fh)
         writer.writerow(["path", "label", "split"])
         writer.writerows(
-            [(s.path, names[s.label], split) for split, ss in (("train", train), ("valid", valid)) for s in ss]
+            [
+                (Path(s.path).resolve(), names[s.label], split)
+                for split, ss in (("train", train), ("valid", valid))
+                for s in ss
+            ]
         )
     label2id = folder / "label2id.json"
     label2id.write_text("{" + ", ".join(f'"{n}": {c}' for c, n in enumerate(names)) + "}")
@@ -254,27 +258,37 @@ def _write_metadata(train: list[Sample], valid: list[Sample], num_classes: int, 
 
 def whole_run_seconds(
     train: list[Sample], valid: list[Sample], num_classes: int, image_size: int, batch_size: int,
-    num_workers: int, epochs: int, work: Path, seed: int, log=PRINT,
+    num_workers: int, epochs: int, work: Path, seed: int, log=PRINT, rounds: int = 2,
 ) -> dict:  # fmt: skip
-    """Wall seconds of ``paddyclf train`` and of the plain timm loop as whole processes, same data and epochs."""
+    """Wall seconds of ``paddyclf train`` and of the plain timm loop as whole processes, same data and epochs.
+
+    ``rounds`` alternate the order (project then plain, plain then project, ...), so that a machine
+    getting faster or slower during the benchmark favours neither; every project run starts with an
+    empty decoded cache, as a user's first run does. The ratio is of the mean times.
+    """
     metadata, label2id = _write_metadata(train, valid, num_classes, work / "whole_run")
     common = ["--metadata", str(metadata), "--label2id", str(label2id), "--epochs", str(epochs),
               "--batch-size", str(batch_size), "--image-size", str(image_size), "--num-workers", str(num_workers),
               "--seed", str(seed)]  # fmt: skip
-    commands = {
-        "project": [sys.executable, "-m", "paddyclf", "train", *common, "--device", "cpu", "--patience", "0",
-                    "--cache-dir", str(work / "whole_run" / "cache"), "--output-dir", str(work / "whole_run" / "out")],
-        "plain": [sys.executable, "-m", "paddyclf.benchmarks.plain_loop", *common],
-    }  # fmt: skip
-    seconds = {}
-    for name, command in commands.items():
-        start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        seconds[name] = time.perf_counter() - start
-        if done.returncode != 0:
-            raise UserError(f"the whole-run {name} process failed: {done.stderr.strip().splitlines()[-1:]}")
-        log(f"  whole run, {name:7}: {seconds[name]:6.1f} s ({epochs} epochs, start-up and final report included)")
-    return {"seconds": seconds, "project_over_plain_time": seconds["project"] / seconds["plain"]}
+
+    def command(name: str, run: int) -> list[str]:
+        if name == "plain":
+            return [sys.executable, "-m", "paddyclf.benchmarks.plain_loop", *common]
+        out = work / "whole_run" / f"project_{run}"
+        return [sys.executable, "-m", "paddyclf", "train", *common, "--device", "cpu", "--patience", "0",
+                "--cache-dir", str(out / "cache"), "--output-dir", str(out / "out")]  # fmt: skip
+
+    times: dict[str, list[float]] = {"project": [], "plain": []}
+    for run in range(rounds):
+        for name in ("project", "plain") if run % 2 == 0 else ("plain", "project"):
+            start = time.perf_counter()
+            done = subprocess.run(command(name, run), capture_output=True, text=True)
+            times[name].append(time.perf_counter() - start)
+            if done.returncode != 0:
+                raise UserError(f"the whole-run {name} process failed: {done.stderr.strip().splitlines()[-1:]}")
+            log(f"  whole run {run + 1}/{rounds}, {name:7}: {times[name][-1]:6.1f} s ({epochs} epochs, all included)")
+    seconds = {name: sum(values) / len(values) for name, values in times.items()}
+    return {"seconds": seconds, "rounds": times, "project_over_plain_time": seconds["project"] / seconds["plain"]}
 
 
 def run_train_benchmark(
@@ -291,6 +305,7 @@ def run_train_benchmark(
     pipelines: Sequence[str] = PIPELINES,
     seed: int = 42,
     whole_run: bool = False,
+    whole_run_rounds: int = 2,
     log=PRINT,
 ) -> dict:
     """Each pipeline at each batch size, same data, model and workers; ratios when both pipelines ran.
@@ -329,8 +344,9 @@ def run_train_benchmark(
                     )
             if whole_run:
                 run["whole_run"] = whole_run_seconds(
-                    train, valid, num_classes, image_size, batch_size, num_workers, epochs, work, seed, log
-                )
+                    train, valid, num_classes, image_size, batch_size, num_workers, epochs, work, seed, log,
+                    whole_run_rounds,
+                )  # fmt: skip
             runs.append(run)
     return {
         "environment": environment(device),

@@ -91,6 +91,10 @@ def add_benchmark_train_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also time whole processes: `paddyclf train` vs the plain timm loop, start-up and report included",
     )
+    parser.add_argument(
+        "--whole-run-rounds", type=int, default=2,
+        help="whole-run rounds, alternating which process goes first (default: 2)",
+    )  # fmt: skip
     parser.add_argument("--output", default=None, help="also write the results to this JSON file")
 
 
@@ -101,6 +105,8 @@ def run_benchmark_train(args: argparse.Namespace) -> int:
 
     if args.image_size < 32 or min(args.batch_size) < 1 or args.num_workers < 0 or args.generate < 0:
         raise UserError("--image-size must be >= 32, --batch-size >= 1, --num-workers and --generate >= 0.")
+    if args.whole_run_rounds < 1:
+        raise UserError(f"--whole-run-rounds must be >= 1 (got {args.whole_run_rounds}).")
     result = run_train_benchmark(
         args.images,
         args.metadata,
@@ -115,6 +121,7 @@ def run_benchmark_train(args: argparse.Namespace) -> int:
         args.pipelines,
         args.seed,
         args.whole_run,
+        args.whole_run_rounds,
     )
     if args.output:
         write_json(args.output, result)

@@ -105,6 +105,13 @@ class DecodedCache:
             warnings.simplefilter("ignore")
             return v2.functional.resize(load_image(path), self.short_side, antialias=True)
 
+    def holds(self, samples: list[Sample]) -> bool:
+        """Whether every sample's image is in the cache already (nothing left to decode)."""
+        try:
+            return all(self.entry(Path(s.path)).is_file() for s in samples)
+        except OSError:  # a photo gone since: the loader reports it
+            return False
+
     def load(self, path: Path) -> Image.Image:
         """The resized RGB image; decoded and stored on the first call, memory-mapped afterwards."""
         entry = self.entry(path)

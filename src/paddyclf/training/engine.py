@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..checkpoint import unwrap as ckpt_unwrap
 from ..metrics import classification_metrics
 
 
@@ -159,6 +160,10 @@ class EvalResult:
     indices: np.ndarray
     failures: list[str]
     seconds: float
+    # with ``keep_outputs``: the logits (n, K) and pooled features (n, C) behind the probabilities, so
+    # that calibration can fit the temperature and the OOD threshold without another pass over valid
+    logits: np.ndarray | None = None
+    features: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -171,28 +176,37 @@ def predict_loader(
     progress: bool = True,
     desc: str = "valid",
     tta: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(probabilities (n, K), targets (n,), dataset indices (n,), failures) over ``loader``.
+    keep_outputs: bool = False,
+) -> tuple:
+    """(probabilities (n, K), targets (n,), dataset indices (n,), failures) over ``loader``; with
+    ``keep_outputs`` (no ``tta``) also the logits (n, K) and the pooled features (n, C).
 
     ``tta`` averages the softmax of the image and of its horizontal flip.
     """
     model.eval()
-    probs, targets, indices, failures = [], [], [], []
+    probs, targets, indices, failures, logits, features = [], [], [], [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         failures += batch.failures
         if batch.images is None:
             continue
         images = to_device(batch.images, device, channels_last)
         with autocast(device, amp_dtype):
-            p = model(images).float().softmax(1)
+            if keep_outputs:
+                z, f = ckpt_unwrap(model).forward_with_features(images)
+                logits.append(z.float().cpu())
+                features.append(f.float().cpu())
+            else:
+                z = model(images)
+            p = z.float().softmax(1)
             if tta:
                 p = (p + model(images.flip(3)).float().softmax(1)) / 2
         probs.append(p.cpu())
         targets.append(batch.labels)
         indices.append(batch.indices)
+    kept = (np.concatenate(logits), np.concatenate(features)) if keep_outputs and logits else ()
     if not probs:
         return np.zeros((0, 0)), np.zeros(0, dtype=int), np.zeros(0, dtype=int), failures
-    return torch.cat(probs).numpy(), torch.cat(targets).numpy(), torch.cat(indices).numpy(), failures
+    return (torch.cat(probs).numpy(), torch.cat(targets).numpy(), torch.cat(indices).numpy(), failures, *kept)
 
 
 def evaluate(
@@ -205,14 +219,20 @@ def evaluate(
     progress: bool = True,
     tta: bool = False,
     gather=lambda part: [part],
+    keep_outputs: bool = False,
 ) -> EvalResult:
     """Loss, accuracy and macro-F1 of ``model`` over ``loader`` (unreadable images excluded).
 
     Under DDP each rank predicts its shard and ``gather`` (e.g. ``DistInfo.gather``) collects all
     shards, so every rank computes the metrics of the whole set, each sample counted once.
+    ``keep_outputs`` (one process, no ``tta``): the result also holds the logits and pooled features.
     """
     start = time.perf_counter()
-    parts = gather(predict_loader(model, loader, device, amp_dtype, channels_last, progress, tta=tta))
+    predicted = predict_loader(
+        model, loader, device, amp_dtype, channels_last, progress, tta=tta, keep_outputs=keep_outputs
+    )
+    kept = predicted[4:]
+    parts = gather(predicted[:4])
     parts = [p for p in parts if len(p[1])] or parts[:1]  # ranks with nothing readable add nothing
     probs, targets, indices = (np.concatenate([p[i] for p in parts]) for i in range(3))
     failures = [f for p in parts for f in p[3]]
@@ -233,6 +253,7 @@ def evaluate(
         indices,
         failures,
         time.perf_counter() - start,
+        *kept,
     )
 
 

@@ -25,6 +25,7 @@ from ..fileio import save_torch, write_json
 from ..metrics import classification_metrics
 from ..models import create_model, model_kwargs
 from ..trust import FEATURE_SCORES, Trust, calibrate_checkpoint, describe_fit
+from ..trust.fit import Outputs
 from .config import TrainConfig
 from .distributed import DistInfo, init_distributed, shutdown_distributed
 from .engine import (
@@ -350,17 +351,31 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
     start = time.perf_counter()
     best_valid = run_epochs(run)
     if config.calibrate and info.is_main:
-        calibrate_best(run, splits, cache)
+        calibrate_best(run, splits, cache, best_valid)
     return final_report(run, best_valid, time.perf_counter() - start, num_params, size_mb)
 
 
-def calibrate_best(run: Run, splits: dict, cache: DecodedCache | None) -> None:
-    """Fit the temperature and thresholds of the best checkpoint on the train/valid splits, in place (atomic)."""
+def reuse_valid_outputs(run: Run) -> bool:
+    """Whether each validation keeps its logits and features for calibration: one process, float32,
+    eager (under torchrun, AMP or --compile, calibration makes its own pass over the valid photos)."""
+    config = run.config
+    return config.calibrate and not run.info.enabled and run.amp_dtype is None and not config.compile
+
+
+def calibrate_best(run: Run, splits: dict, cache: DecodedCache | None, best_valid: EvalResult | None = None) -> None:
+    """Fit the temperature and thresholds of the best checkpoint on the train/valid splits, in place (atomic).
+
+    The best epoch's own validation gives the valid logits and features when it kept them (the same
+    weights, photos and eval transform): only the train photos need a pass, for the OOD statistics.
+    """
     config = run.config
     ckpt = ckpt_io.load_checkpoint(run.best_path)
+    valid = None
+    if best_valid is not None and best_valid.logits is not None:
+        valid = Outputs(best_valid.logits, best_valid.features, best_valid.targets, best_valid.indices, [])
     calibrated = calibrate_checkpoint(
         ckpt, splits["train"], splits["valid"], config.target_accuracy, config.unsure_below, config.ood_score,
-        config.batch_size, config.num_workers, run.device, cache, run.progress,
+        config.batch_size, config.num_workers, run.device, cache, run.progress, valid_outputs=valid,
     )  # fmt: skip
     save_torch(run.best_path, calibrated)
     run.log(describe_fit(Trust.from_dict(calibrated["trust"])))
@@ -380,7 +395,7 @@ def run_epochs(run: Run) -> EvalResult | None:
             train_result = _train_epoch(run, epoch, stop)
             valid_result = evaluate(
                 run.eval_model, run.valid_loader, run.device, run.num_classes, run.amp_dtype, config.channels_last,
-                run.progress, gather=run.info.gather,
+                run.progress, gather=run.info.gather, keep_outputs=reuse_valid_outputs(run),
             )  # fmt: skip
             if len(valid_result.targets) == 0:
                 raise UserError("None of the validation images could be read; see the skipped-image messages.")
