@@ -126,7 +126,7 @@ def test_benchmark_train_times_whole_runs_against_the_plain_timm_loop(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--generate", "10", "--image-size", "64", "--batch-size", "4", "--num-workers", "0", "--epochs", "2"]
     assert (
-        main(["benchmark", "train", *args, "--pipelines", "plain", "project", "--whole-run", "--whole-run-rounds", "2",
+        main(["benchmark", "train", *args, "--pipelines", "plain", "project", "--whole-run", "--whole-run-rounds", "1",
               "--output", str(out)]) == 0
     )  # fmt: skip
     (run,) = json.loads(out.read_text())["runs"]
@@ -134,8 +134,30 @@ def test_benchmark_train_times_whole_runs_against_the_plain_timm_loop(tmp_path):
     whole = run["whole_run"]
     assert set(whole["seconds"]) == {"project", "plain"} and all(s > 0 for s in whole["seconds"].values())
     assert whole["project_over_plain_time"] == pytest.approx(whole["seconds"]["project"] / whole["seconds"]["plain"])
-    assert [len(times) for times in whole["rounds"].values()] == [2, 2]  # alternating: project first, then plain
-    assert whole["seconds"]["plain"] == pytest.approx(sum(whole["rounds"]["plain"]) / 2)
+    assert [len(times) for times in whole["rounds"].values()] == [1, 1]
+
+
+def test_whole_run_rounds_alternate_which_process_goes_first_and_average(tmp_path, monkeypatch):
+    """Without processes: the order of the runs, a fresh cache per `train` run, the ratio of the means."""
+    import subprocess
+
+    from paddyclf.benchmarks import train_speed
+    from paddyclf.data import Sample
+
+    ran, clock = [], iter(range(100))
+    monkeypatch.setattr(train_speed.time, "perf_counter", lambda: float(next(clock)) * 2)  # each run: 2 s
+    monkeypatch.setattr(
+        train_speed.subprocess, "run",
+        lambda command, **_: ran.append(command) or subprocess.CompletedProcess(command, 0, "", ""),
+    )  # fmt: skip
+    samples = [Sample(tmp_path / f"{i}.jpg", i % 2) for i in range(10)]
+    whole = train_speed.whole_run_seconds(samples, [], 2, 64, 4, 0, 2, tmp_path, 0, log=lambda *_: None, rounds=3)
+    order = ["train" if "train" in command else "plain" for command in ran]
+    assert order == ["train", "plain", "plain", "train", "train", "plain"]
+    caches = [command[command.index("--cache-dir") + 1] for command in ran if "train" in command]
+    assert len(set(caches)) == 3  # every `train` starts with an empty cache, as a first run
+    assert whole["rounds"] == {"project": [2.0, 2.0, 2.0], "plain": [2.0, 2.0, 2.0]}
+    assert whole["project_over_plain_time"] == 1.0
 
 
 @pytest.mark.slow
