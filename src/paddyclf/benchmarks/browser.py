@@ -36,8 +36,8 @@ from PIL import Image
 from ..data import collect_images
 from ..errors import UserError
 from ..fileio import atomic_write, write_json
-from ..inference import load_predictor
 from ..inference.predict import predict_files
+from ..inference.runtimes import read_sidecar
 from .chromium import headless_chromium
 from .common import PRINT
 from .serve import free_port
@@ -55,7 +55,7 @@ window.paddyclf.model().diagnose(blob)
 CANVAS_JS = """
 const [data, done] = [arguments[0], arguments[arguments.length - 1]];
 (async () => {
-  const { decode, verdict } = await import("/static/js/model.js");
+  const { softmax, verdict } = await import("/static/js/model.js");
   const { normalize, normalizationTables, resizedSize } = await import("/static/js/resize.js");
   const model = window.paddyclf.model();
   const pre = model.metadata.preprocessing;
@@ -74,11 +74,7 @@ const [data, done] = [arguments[0], arguments[arguments.length - 1]];
   const input = normalize(rgb, crop, normalizationTables(pre.mean, pre.std, pre.scale));
   const tensor = new model.ort.Tensor("float32", input, [1, 3, crop, crop]);
   const { logits, oodScore } = await model.run(tensor);
-  const t = model.trust.temperature || 1;
-  const top = Math.max(...Array.from(logits, (v) => v / t));
-  const e = Array.from(logits, (v) => Math.exp(v / t - top));
-  const s = e.reduce((a, b) => a + b, 0);
-  const probabilities = e.map((v) => v / s);
+  const probabilities = softmax(logits, model.trust.temperature || 1);
   done({ probabilities, status: verdict(probabilities, oodScore, model.trust), ood: oodScore });
 })().catch((e) => done({ error: String(e) }));
 """
@@ -206,7 +202,7 @@ def serve_results(url: str, photos: list[Path]) -> list[dict]:
 
 def predict_results(model: Path, photos: list[Path]) -> list[dict]:
     """``paddyclf predict`` on every photo: all classes' probabilities and the verdict."""
-    classes = load_predictor(model).classes
+    classes = read_sidecar(model)["classes"]  # predict_files loads the model; no second load for its classes
     rows = predict_files(model, photos, top_k=len(classes), progress=False)
     out = []
     for row in rows:

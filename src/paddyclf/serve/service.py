@@ -274,9 +274,8 @@ class DiagnosisService:
         photos were re-checked by another model (a visit's answer combines one model's probabilities)."""
         if device_visit is None:
             return None
-        visit_id = self.store.device_visit(device_id, device_visit, self.model_sha256)
-        visit = self.store.visit(visit_id)
-        return visit_id if visit and visit["model_sha256"] == self.model_sha256 else None
+        visit_id, model_sha256 = self.store.device_visit(device_id, device_visit, self.model_sha256)
+        return visit_id if model_sha256 == self.model_sha256 else None
 
     def _top_k(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
         """The ``--top-k`` most probable classes, best first, as (label, probability to 6 places)."""

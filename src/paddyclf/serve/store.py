@@ -328,8 +328,9 @@ class Store:
             )
         return cursor.lastrowid
 
-    def device_visit(self, device_id: str, device_visit: str, model_sha256: str) -> int:
-        """The visit a phone calls ``device_visit``, created the first time one of its photos is synced."""
+    def device_visit(self, device_id: str, device_visit: str, model_sha256: str) -> tuple[int, str]:
+        """(id, model sha256) of the visit a phone calls ``device_visit``, created the first time one of
+        its photos is synced (with ``model_sha256``)."""
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO visits (created_at, model_sha256, device_id, device_visit) VALUES (?, ?, ?, ?) "
@@ -337,9 +338,10 @@ class Store:
                 (utc_now(), model_sha256, device_id, device_visit),
             )
             row = db.execute(
-                "SELECT id FROM visits WHERE device_id = ? AND device_visit = ?", (device_id, device_visit)
+                "SELECT id, model_sha256 FROM visits WHERE device_id = ? AND device_visit = ?",
+                (device_id, device_visit),
             ).fetchone()
-        return row["id"]
+        return row["id"], row["model_sha256"]
 
     def visit(self, visit_id: int) -> dict | None:
         """A visit's row and its photos' records (oldest first), or None."""

@@ -59,6 +59,7 @@ class Wording:
         self.class_info = class_info or {}
         self.named: dict[str, Card] = match_cards(classes)  # names in every language, --class-info or not
         self.cards: dict[str, Card] = {c: card for c, card in self.named.items() if c not in self.class_info}
+        self._for_browser: dict[tuple[str, int], dict] = {}
 
     def class_name(self, label: str, language: str) -> str:
         return class_name(label, language, self.named)
@@ -100,7 +101,14 @@ class Wording:
     def for_browser(self, language: str, top_k: int) -> dict:
         """The words a page needs to draw a diagnosis made in the browser, in ``language`` (the page
         embeds them, so they are there offline): verdict texts with their ``%(label)s`` and ``%(percent)s``
-        left to fill, every class's name, every answer's card and ``--class-info`` text."""
+        left to fill, every class's name, every answer's card and ``--class-info`` text. Built once per
+        language: every page carries them."""
+        key = (language, top_k)
+        if key not in self._for_browser:
+            self._for_browser[key] = self._browser_words(language, top_k)
+        return self._for_browser[key]
+
+    def _browser_words(self, language: str, top_k: int) -> dict:
         _ = translations(language).gettext
         labels = sorted(self.named.keys() | self.class_info.keys())
         return {

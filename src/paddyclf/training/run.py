@@ -368,7 +368,7 @@ def calibrate_best(run: Run, splits: dict, cache: DecodedCache | None, best_vali
     The best epoch's own validation gives the valid logits and features when it kept them (the same
     weights, photos and eval transform): only the train photos need a pass, for the OOD statistics.
     """
-    config = run.config
+    config, start = run.config, time.perf_counter()
     ckpt = ckpt_io.load_checkpoint(run.best_path)
     valid = None
     if best_valid is not None and best_valid.logits is not None:
@@ -378,7 +378,7 @@ def calibrate_best(run: Run, splits: dict, cache: DecodedCache | None, best_vali
         config.batch_size, config.num_workers, run.device, cache, run.progress, valid_outputs=valid,
     )  # fmt: skip
     save_torch(run.best_path, calibrated)
-    run.log(describe_fit(Trust.from_dict(calibrated["trust"])))
+    run.log(describe_fit(Trust.from_dict(calibrated["trust"])) + f" [{time.perf_counter() - start:.1f} s]")
 
 
 def run_epochs(run: Run) -> EvalResult | None:

@@ -33,7 +33,7 @@ export async function decode(blob) {
   }
 }
 
-function softmax(values, temperature) {
+export function softmax(values, temperature) {
   const scaled = Array.from(values, (v) => v / temperature);
   const top = Math.max(...scaled);
   const exps = scaled.map((v) => Math.exp(v - top));
