@@ -86,6 +86,7 @@ def stage_measures(fps: list[dedupe.Fingerprint], origin: list[int], kinds: list
                     s.correlation for s, k in zip(copy_scores, copies, strict=True) if kinds[k] == kind
                 ),
                 "max_residual": max(s.residual for s, k in zip(copy_scores, copies, strict=True) if kinds[k] == kind),
+                "max_fine_residual": max(s.fine for s, k in zip(copy_scores, copies, strict=True) if kinds[k] == kind),
             }
             for kind in COPY_KINDS
         },
@@ -93,6 +94,10 @@ def stage_measures(fps: list[dedupe.Fingerprint], origin: list[int], kinds: list
         "distinct_sampled": len(distinct),
         "distinct_max_correlation": max((s.correlation for s in distinct), default=None),
         "distinct_min_residual": min((s.residual for s in distinct), default=None),
+        # the fine residual matters where the coarse one passed
+        "distinct_min_fine_residual": min(
+            (s.fine for s in distinct if s.residual <= dedupe.MAX_RESIDUAL), default=None
+        ),
     }
 
 
@@ -118,6 +123,7 @@ def run_dedupe_benchmark(
             "hash_bits": dedupe.HASH_THRESHOLD,
             "min_correlation": dedupe.MIN_CORRELATION,
             "max_residual": dedupe.MAX_RESIDUAL,
+            "max_fine_residual": dedupe.MAX_FINE_RESIDUAL,
         },
         **score_grouping(links.group_of, origin, kinds),
         "measures": stage_measures(fps, origin, kinds, sample=300, seed=seed),

@@ -297,18 +297,47 @@ def add_benchmark_dedupe_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--copies-of", type=int, default=100, help="plant copies of this many sources (default: 100)")
     parser.add_argument("--seed", type=int, default=0, help="copy and lab-photo seed (default: 0)")
-    parser.add_argument("--output", default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--output", default=None, help="also write the results to this JSON file (--scaling: OUTPUT.json/.md/.png)"
+    )
+    parser.add_argument(
+        "--scaling",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="instead: time an uncached audit of N generated sources plus planted copies, for each N",
+    )
+    parser.add_argument(
+        "--scaling-kinds", nargs="+", choices=["lab", "field"], default=["lab", "field"], help="--scaling: photo kinds"
+    )
+    parser.add_argument(
+        "--copy-fraction", type=float, default=0.05, help="--scaling: share of sources with 5 copies (default: 0.05)"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
 
 def run_benchmark_dedupe(args: argparse.Namespace) -> int:
     from ..benchmarks.dedupe import run_dedupe_benchmark
     from ..fileio import write_json
 
+    if args.scaling is not None:
+        return run_benchmark_dedupe_scaling(args)
     if args.lab_photos < 0 or args.copies_of < 0:
         raise UserError("--lab-photos and --copies-of must be >= 0.")
     result = run_dedupe_benchmark(args.images, args.lab_photos, args.copies_of, args.seed)
     if args.output:
         write_json(args.output, result)
+    return 0
+
+
+def run_benchmark_dedupe_scaling(args: argparse.Namespace) -> int:
+    from ..benchmarks.dedupe_scaling import run_dedupe_scaling
+
+    if min(args.scaling) < 2 or not 0 < args.copy_fraction <= 1 or (args.workers is not None and args.workers < 1):
+        raise UserError("--scaling sizes must be >= 2, --copy-fraction in (0, 1] and --workers >= 1.")
+    output = args.output[: -len(".json")] if args.output and args.output.endswith(".json") else args.output
+    run_dedupe_scaling(args.scaling, args.scaling_kinds, args.copy_fraction, args.seed, args.workers, output)
     return 0
 
 

@@ -140,6 +140,9 @@ def summary(audit: DatasetAudit) -> dict:
             "hash_bits": dedupe.HASH_THRESHOLD,
             "min_correlation": dedupe.MIN_CORRELATION,
             "max_residual": dedupe.MAX_RESIDUAL,
+            "max_fine_residual": dedupe.MAX_FINE_RESIDUAL,
+            "dense_margin": dedupe.DENSE_MARGIN,
+            "dense_neighbours": dedupe.DENSE_NEIGHBOURS,
         },
     }
 

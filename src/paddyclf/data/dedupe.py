@@ -1,6 +1,6 @@
 """Finding the same photo twice: exact duplicates and near-duplicates, with no chaining through weak links.
 
-Two stages, as in classical near-duplicate detection:
+Two stages, as in classical near-duplicate detection, with a filter between them:
 
 1. **Candidates** (cheap, high recall). Each image gets 64-bit perceptual hashes (``imagehash.phash``)
    of its whole 32x32 grey thumbnail under the 8 flips/rotations of the square (the dihedral group
@@ -9,6 +9,12 @@ Two stages, as in classical near-duplicate detection:
    re-encoding, resizing), or one's crop hash is within ``hash_threshold`` of the other's D4 variant
    (one is a crop of the other). The search is a blocked, vectorised Hamming comparison in NumPy:
    O(N^2) popcounts, but no Python loop over pairs (10k images: 7.8 s on one core).
+
+   1b. **Dense filter** (:mod:`.dense_filter`). On lab photos the hash passes most pairs; a pair
+   stays a candidate only if the normalised cross-correlation of 16x16 thumbnails (whole views and
+   a 5x5 grid of 90% crops, under D4) reaches the floor a copy of either image would reach, measured
+   on the image itself. One matrix product per block of images; on 500 generated lab photos it
+   kept 1 hash candidate in 12, and every planted copy.
 2. **Confirmation** (exact, high precision). A perceptual hash alone pairs distinct photos that share
    a layout, e.g. thin leaves on white paper (most of the image is the same paper). Each candidate
    pair is registered: the D4 transform from stage 1, then a search over scale and shift by
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -46,33 +53,26 @@ from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
 from ..fileio import atomic_path
+from .dense_filter import MARGIN as DENSE_MARGIN
+from .dense_filter import NEIGHBOURS as DENSE_NEIGHBOURS
+from .dense_filter import dense_descriptors, passing
 from .images import load_image
+from .symmetry import D4_INVERSE, transposed
 
 HASH_THRESHOLD = 12  # bits of 64; measured on planted copies (crop 90%: up to 12, flips/JPEG/resize: <= 4)
 # stage 2 thresholds, measured on planted copies (`paddyclf benchmark dedupe`, docs/BENCHMARKS.md)
 MIN_CORRELATION = 0.75
-MAX_RESIDUAL = 0.003
+# Both residuals must pass (:class:`PairScore`). On 1,000 generated lab photos with planted copies, the
+# 1,500 distinct pairs closest after stage 1b were all at least 1.9 times over one bound, and every
+# copy under both; real copies reached 0.0069 and 0.0024 (a 90% crop of a rice5 photo).
+MAX_RESIDUAL = 0.006
+MAX_FINE_RESIDUAL = 0.003  # the share of grey pixels differing at a finer blur and level
+FINE_SIGMA, FINE_LEVEL = 1.0, 0.15
 CHROMA_FLOOR = 40.0  # chroma differences below 0.2 x 40 = 8 levels are noise
 THUMB_SIZE = 128  # grey thumbnail kept for the confirmation stage
 HASH_INPUT = 32  # phash's own input size (hash_size 8 x highfreq_factor 4)
 CROP_SCALE = 0.9
-FINGERPRINT_VERSION = 2
-
-# the 8 symmetries of the square, as PIL transposes (None = identity)
-D4 = (
-    None,
-    Image.Transpose.FLIP_LEFT_RIGHT,
-    Image.Transpose.ROTATE_90,
-    Image.Transpose.TRANSVERSE,
-    Image.Transpose.ROTATE_180,
-    Image.Transpose.FLIP_TOP_BOTTOM,
-    Image.Transpose.ROTATE_270,
-    Image.Transpose.TRANSPOSE,
-)
-
-
-def _transposed(image: Image.Image, index: int) -> Image.Image:
-    return image if D4[index] is None else image.transpose(D4[index])
+FINGERPRINT_VERSION = 3  # 3: the dense descriptors of stage 1b
 
 
 def _phash64(image: Image.Image) -> int:
@@ -98,6 +98,8 @@ class Fingerprint:
     chroma: np.ndarray | None = None  # (THUMB_SIZE, THUMB_SIZE) uint8 R - G + 128: brown lesions on green leaves
     size: tuple[int, int] = (0, 0)
     error: str = ""
+    dense: np.ndarray | None = None  # (8 + 25, 256) float16 unit thumbnails for stage 1b (:mod:`.dense_filter`)
+    dense_floor: float = 0.0  # the correlation a copy of this image reaches at least (:mod:`.dense_filter`)
 
 
 def fingerprint_image(image: Image.Image) -> Fingerprint:
@@ -106,7 +108,7 @@ def fingerprint_image(image: Image.Image) -> Fingerprint:
     sha = hashlib.sha1(f"{rgb.shape}".encode() + rgb.tobytes()).hexdigest()
     grey = image.convert("L")
     small = grey.resize((HASH_INPUT, HASH_INPUT), Image.Resampling.LANCZOS)
-    whole = np.array([_phash64(_transposed(small, t)) for t in range(8)], dtype=np.uint64)
+    whole = np.array([_phash64(transposed(small, t)) for t in range(8)], dtype=np.uint64)
     crops = np.array(
         [
             _phash64(grey.crop(box).resize((HASH_INPUT, HASH_INPUT), Image.Resampling.LANCZOS))
@@ -117,7 +119,8 @@ def fingerprint_image(image: Image.Image) -> Fingerprint:
     thumb = np.asarray(grey.resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS), dtype=np.uint8)
     small_rgb = np.asarray(image.convert("RGB").resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS), np.int16)
     chroma = np.clip(small_rgb[..., 0] - small_rgb[..., 1] + 128, 0, 255).astype(np.uint8)
-    return Fingerprint(sha, whole, crops, thumb, chroma, image.size)
+    dense, dense_floor = dense_descriptors(grey)
+    return Fingerprint(sha, whole, crops, thumb, chroma, image.size, dense=dense, dense_floor=dense_floor)
 
 
 def fingerprint_file(path: str | Path) -> Fingerprint:
@@ -155,6 +158,8 @@ def _cached_fingerprint(path: Path, cache_dir: Path | None) -> Fingerprint:
                 data["thumb"],
                 data["chroma"],
                 tuple(data["size"].tolist()),
+                dense=data["dense"],
+                dense_floor=float(data["dense_floor"]),
             )
     fp = fingerprint_file(path)
     empty = np.zeros(0, dtype=np.uint64)
@@ -168,6 +173,8 @@ def _cached_fingerprint(path: Path, cache_dir: Path | None) -> Fingerprint:
             chroma=np.zeros((0, 0), np.uint8) if fp.chroma is None else fp.chroma,
             size=np.array(fp.size),
             error=np.array(fp.error),
+            dense=np.zeros((0, 0), np.float16) if fp.dense is None else fp.dense,
+            dense_floor=np.array(fp.dense_floor),
         )
     return fp
 
@@ -445,17 +452,25 @@ CROP_SCALES = tuple(float(s) for s in np.round(np.arange(0.80, 1.001, 0.025), 3)
 
 @dataclass(frozen=True)
 class PairScore:
-    """Stage 2's measures of one pair: registered band-pass correlation and residual share."""
+    """Stage 2's measures of one pair: registered band-pass correlation and residual shares.
+
+    ``residual`` is the larger share of strongly differing pixels in grey and chroma at a 2 px blur;
+    ``fine`` the share in grey at a 1 px blur and a lower level, where a lesion a few pixels wide
+    present in only one photo still counts. On 1,000 generated lab photos the hardest distinct pairs
+    (the closest after stage 1b) passed ``residual`` alone and failed ``fine``, by twice the copies'
+    largest value.
+    """
 
     correlation: float
     residual: float
+    fine: float = 0.0
 
-    def confirmed(self, min_correlation: float, max_residual: float) -> bool:
-        return self.correlation >= min_correlation and self.residual <= max_residual
+    def confirmed(self, min_correlation: float, max_residual: float, max_fine: float = MAX_FINE_RESIDUAL) -> bool:
+        return self.correlation >= min_correlation and self.residual <= max_residual and self.fine <= max_fine
 
 
-EXACT = PairScore(1.0, 0.0)
-NO_MATCH = PairScore(-1.0, 1.0)
+EXACT = PairScore(1.0, 0.0, 0.0)
+NO_MATCH = PairScore(-1.0, 1.0, 1.0)
 
 
 def _alignments_to_try(a: Fingerprint, b: Fingerprint, threshold: int) -> list[tuple[int, str, int]]:
@@ -468,7 +483,7 @@ def _alignments_to_try(a: Fingerprint, b: Fingerprint, threshold: int) -> list[t
         options.append((int(np.bitwise_count(a.whole[0] ^ b.whole[t])), "same", t))
         options.append((int(np.bitwise_count(a.crops ^ b.whole[t]).min()), "b_in_a", t))
         # a seen in the frame where t(b) is upright: inverse(t) applied to a
-        options.append((int(np.bitwise_count(b.crops ^ a.whole[_D4_INVERSE[t]]).min()), "a_in_b", t))
+        options.append((int(np.bitwise_count(b.crops ^ a.whole[D4_INVERSE[t]]).min()), "a_in_b", t))
     return sorted(o for o in options if o[0] <= threshold)[:3]
 
 
@@ -514,7 +529,7 @@ def _oriented(fp: Fingerprint, t: int) -> _Oriented:
     key = (fp.pixel_sha1, t)
     found = _ORIENTED.get(key)
     if found is None:
-        grey, chroma = (np.asarray(_transposed(Image.fromarray(pixels), t)) for pixels in (fp.thumb, fp.chroma))
+        grey, chroma = (np.asarray(transposed(Image.fromarray(pixels), t)) for pixels in (fp.thumb, fp.chroma))
         found = _Oriented(grey, chroma)
         _ORIENTED[key] = found
         if len(_ORIENTED) > _ORIENTED_CACHE_SIZE:
@@ -524,10 +539,30 @@ def _oriented(fp: Fingerprint, t: int) -> _Oriented:
     return found
 
 
+Alignment = tuple[str, int]  # (relation, D4 index of b): see :func:`_alignments_to_try`
+
+
+def dense_alignment(direction: int, query: int, symmetry: int) -> Alignment:
+    """The alignment stage 1b found (:func:`.dense_filter.pair_scores`), as stage 2's relation.
+
+    Direction 0 matched a view of a with b under ``symmetry``: the whole (same view) or a crop (b is
+    a crop of a). Direction 1 matched a view of b with a under ``symmetry``, so b is seen upright
+    under its inverse.
+    """
+    if direction == 0:
+        return ("same" if query == 0 else "b_in_a", symmetry)
+    return ("same" if query == 0 else "a_in_b", D4_INVERSE[symmetry])
+
+
 def pair_score(
-    a: Fingerprint, b: Fingerprint, threshold: int = HASH_THRESHOLD, min_correlation: float = MIN_CORRELATION
+    a: Fingerprint,
+    b: Fingerprint,
+    threshold: int = HASH_THRESHOLD,
+    min_correlation: float = MIN_CORRELATION,
+    alignments: Sequence[Alignment] | None = None,
 ) -> PairScore:
-    """Stage 2 for one pair: register ``b`` on ``a`` along the closest hash alignments.
+    """Stage 2 for one pair: register ``b`` on ``a`` along ``alignments`` (default: the closest hash
+    alignments, :func:`_alignments_to_try`).
 
     A pair is a copy when *some* alignment fits, so among the alignments that reach ``min_correlation``
     the one with the smallest residual is kept (a wrong alignment can correlate better by chance);
@@ -536,7 +571,9 @@ def pair_score(
     if a.pixel_sha1 == b.pixel_sha1:
         return EXACT
     best = NO_MATCH
-    for _, relation, t in _alignments_to_try(a, b, threshold):
+    if alignments is None:
+        alignments = [(relation, t) for _, relation, t in _alignments_to_try(a, b, threshold)]
+    for relation, t in alignments:
         if relation == "a_in_b":  # register a inside t(b)
             whole, other, scales = _oriented(b, t), _oriented(a, 0), CROP_SCALES
         else:
@@ -546,12 +583,14 @@ def pair_score(
         if found is None:
             continue
         found = found.refined(whole.grey, other.grey)
+        grey_views = found.views(whole.grey, other.grey)
         score = PairScore(
             found.correlation,
             max(
-                residual_share(*found.views(whole.grey, other.grey)),
+                residual_share(*grey_views),
                 residual_share(*found.views(whole.chroma, other.chroma), floor=CHROMA_FLOOR),
             ),
+            residual_share(*grey_views, sigma=FINE_SIGMA, level=FINE_LEVEL),
         )
         if _better(score, best, min_correlation):
             best = score
@@ -562,11 +601,9 @@ def _better(new: PairScore, old: PairScore, min_correlation: float) -> bool:
     new_ok, old_ok = new.correlation >= min_correlation, old.correlation >= min_correlation
     if new_ok != old_ok:
         return new_ok
-    return new.residual < old.residual if new_ok else new.correlation > old.correlation
-
-
-# D4 inverses, by index into D4: the rotations by 90 and 270 degrees swap, every other element is its own inverse
-_D4_INVERSE = (0, 1, 6, 3, 4, 5, 2, 7)
+    if new_ok:
+        return max(new.residual, new.fine) < max(old.residual, old.fine)
+    return new.correlation > old.correlation
 
 
 _SHARED: list[Fingerprint] = []  # the fingerprints, in each stage-2 worker process
@@ -582,9 +619,15 @@ def _init_scorer(fingerprints: list[Fingerprint], processes: int = 1) -> None:
         threadpoolctl.threadpool_limits(1)
 
 
-def _score_chunk(args: tuple[list[tuple[int, int]], int, float]) -> list[PairScore]:
-    pairs, threshold, min_correlation = args
-    return [pair_score(_SHARED[i], _SHARED[j], threshold, min_correlation) for i, j in pairs]
+Task = tuple[int, int, Alignment | None]  # a pair of fingerprint indices and where to register (None: the hashes say)
+
+
+def _score_chunk(args: tuple[list[Task], int, float]) -> list[PairScore]:
+    tasks, threshold, min_correlation = args
+    return [
+        pair_score(_SHARED[i], _SHARED[j], threshold, min_correlation, None if at is None else [at])
+        for i, j, at in tasks
+    ]
 
 
 class PairScorer:
@@ -618,12 +661,14 @@ class PairScorer:
         if self.pool is not None:
             self.pool.shutdown()
 
-    def score(self, pairs: Sequence[tuple[int, int]]) -> list[PairScore]:
+    def score(self, pairs: Sequence[tuple[int, int]] | Sequence[Task]) -> list[PairScore]:
+        """Stage 2 of each pair ``(i, j)`` or task ``(i, j, alignment)``, in order."""
+        pairs = [(p[0], p[1], p[2] if len(p) > 2 else None) for p in pairs]
         if self.pool is None or len(pairs) < 32:
-            return _score_chunk((list(pairs), self.threshold, self.min_correlation))
+            return _score_chunk((pairs, self.threshold, self.min_correlation))
         # sorted by image, in a few large chunks: each process then meets the same images again while
         # they are still in its cache (:func:`_oriented`)
-        order = sorted(range(len(pairs)), key=lambda k: pairs[k])
+        order = sorted(range(len(pairs)), key=lambda k: pairs[k][:2])
         size = max(8, -(-len(pairs) // (2 * self.workers)))
         chunks = [
             ([pairs[k] for k in order[start : start + size]], self.threshold, self.min_correlation)
@@ -663,7 +708,10 @@ class DuplicateLinks:
     distances: np.ndarray  # (L,) hash distance of each link
     similarities: np.ndarray  # (L,) registered band-pass correlation (1.0 for exact duplicates)
     group_of: np.ndarray  # (N,) group id per image (-1: unreadable), ids 0..G-1 in order of first member
-    candidates: int  # stage-1 pairs examined
+    candidates: int  # pairs sent to registration (stage 1 and 1b passed)
+    hash_candidates: int = 0  # pairs within the hash threshold (stage 1 alone)
+    registered: int = 0  # candidates registered (the rest were already joined through other links)
+    seconds: dict = field(default_factory=dict)  # wall time of "hashes", "dense" and "registration"
 
 
 def find_duplicates(
@@ -673,8 +721,12 @@ def find_duplicates(
     max_residual: float = MAX_RESIDUAL,
     workers: int | None = None,
     progress: bool = True,
+    dense_margin: float | None = DENSE_MARGIN,
+    dense_neighbours: int | None = DENSE_NEIGHBOURS,
 ) -> DuplicateLinks:
-    """Stage 1, stage 2 and the groups (connected components of confirmed links) of ``fingerprints``."""
+    """Stage 1, stage 1b, stage 2 and the groups (connected components of confirmed links) of
+    ``fingerprints``. ``dense_margin=None`` turns stage 1b off (every hash candidate is registered),
+    ``dense_neighbours=None`` its nearest-neighbour cut (see :func:`.dense_filter.passing`)."""
     readable = [i for i, fp in enumerate(fingerprints) if not fp.error]
     n = len(fingerprints)
     links: dict[tuple[int, int], tuple[int, float]] = {}
@@ -683,32 +735,30 @@ def find_duplicates(
         first = by_sha.setdefault(fingerprints[i].pixel_sha1, i)
         if first != i:
             links[(first, i)] = (0, 1.0)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    cands = np.zeros((0, 3), dtype=np.int64)
     if readable:
         whole = np.stack([fingerprints[i].whole for i in readable])
         crops = np.stack([fingerprints[i].crops for i in readable])
         cands = candidate_pairs(whole, crops, hash_threshold)
-    else:
-        cands = np.zeros((0, 3), dtype=np.int64)
-    # Closest candidates first, in rounds: a pair whose images are already joined by confirmed links
-    # is skipped (one more link inside a group changes no group), which spares most of the pairs of
-    # large groups (30 crops of one photo: 435 candidate pairs, 29 needed).
+    hash_candidates = len(cands)
+    seconds["hashes"], started = time.perf_counter() - started, time.perf_counter()
+    aligned: list[Alignment | None] = [None] * len(cands)
+    if dense_margin is not None and len(cands):
+        dense = np.stack([fingerprints[i].dense for i in readable])
+        floors = np.array([fingerprints[i].dense_floor for i in readable])
+        keep, found_at = passing(dense, floors, cands[:, :2], dense_margin, dense_neighbours)
+        cands, aligned = cands[keep], [dense_alignment(*map(int, at)) for at in found_at[keep]]
+    seconds["dense"], started = time.perf_counter() - started, time.perf_counter()
     uf = UnionFind(n)
     for i, j in links:
         uf.union(i, j)
-    order = cands[np.argsort(cands[:, 2], kind="stable")] if len(cands) else cands
-    todo = [(readable[a], readable[b], int(d)) for a, b, d in order]
-    bar = tqdm(total=len(todo), desc="confirming", disable=not progress, dynamic_ncols=True)
-    round_size = max(256, 64 * (workers or os.cpu_count() or 1))
-    with PairScorer(fingerprints, hash_threshold, min_correlation, workers) as scorer:
-        for start in range(0, len(todo), round_size):
-            batch = todo[start : start + round_size]
-            needed = [(i, j, d) for i, j, d in batch if uf.find(i) != uf.find(j)]
-            for (i, j, dist), score in zip(needed, scorer.score([(i, j) for i, j, _ in needed]), strict=True):
-                if score.confirmed(min_correlation, max_residual):
-                    links[(i, j)] = (dist, score.correlation)
-                    uf.union(i, j)
-            bar.update(len(batch))
-    bar.close()
+    order = np.argsort(cands[:, 2], kind="stable")
+    todo = [(readable[cands[k, 0]], readable[cands[k, 1]], int(cands[k, 2]), aligned[k]) for k in order]
+    scorer = PairScorer(fingerprints, hash_threshold, min_correlation, workers)
+    registered = _confirm(todo, scorer, uf, links, max_residual, progress)
+    seconds["registration"] = time.perf_counter() - started
     group_of = np.full(n, -1, dtype=np.int64)
     ids: dict[int, int] = {}
     for i in readable:
@@ -720,4 +770,40 @@ def find_duplicates(
         similarities=np.array([links[k][1] for k in keys], dtype=np.float64),
         group_of=group_of,
         candidates=len(cands),
+        hash_candidates=hash_candidates,
+        registered=registered,
+        seconds=seconds,
     )
+
+
+def _confirm(
+    todo: list[tuple[int, int, int, Alignment | None]],
+    scorer: PairScorer,
+    uf: UnionFind,
+    links: dict[tuple[int, int], tuple[int, float]],
+    max_residual: float,
+    progress: bool,
+) -> int:
+    """Stage 2 of the candidates ``(i, j, hash distance, alignment)``; confirmed pairs join ``links``
+    and ``uf``. Returns how many pairs were registered.
+
+    Closest candidates first, in rounds: a pair whose images are already joined by confirmed links
+    is skipped (one more link inside a group changes no group), which spares most of the pairs of
+    large groups (30 crops of one photo: 435 candidate pairs, 29 needed).
+    """
+    registered = 0
+    bar = tqdm(total=len(todo), desc="confirming", disable=not progress, dynamic_ncols=True)
+    round_size = max(256, 64 * scorer.workers)
+    with scorer:
+        for start in range(0, len(todo), round_size):
+            batch = todo[start : start + round_size]
+            needed = [task for task in batch if uf.find(task[0]) != uf.find(task[1])]
+            scores = scorer.score([(i, j, at) for i, j, _, at in needed])
+            for (i, j, dist, _), score in zip(needed, scores, strict=True):
+                if score.confirmed(scorer.min_correlation, max_residual):
+                    links[(i, j)] = (dist, score.correlation)
+                    uf.union(i, j)
+            registered += len(needed)
+            bar.update(len(batch))
+    bar.close()
+    return registered

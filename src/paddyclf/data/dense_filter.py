@@ -1,0 +1,151 @@
+"""The dense-correlation filter between the hash candidates and registration (the audit's stage 1b).
+
+A 64-bit perceptual hash cannot tell two thin leaves on white paper apart: most of either image is
+the same paper, and among 500 generated lab photos three pairs in four were within the hash
+threshold (961 distinct pairs at distance 0). Registering every such pair (stage 2, a few
+milliseconds each) grows with the square of the photos. This filter drops most of those pairs with
+one small matrix product per block of images.
+
+Each image is described by unit vectors of its grey thumbnail, ``SIDE`` x ``SIDE`` pixels (box
+filtered, centred, L2-normalised, so their dot product is the normalised cross-correlation):
+
+* rows ``0..7``: the whole image under the 8 symmetries of the square (:data:`.symmetry.D4`);
+* rows ``8..``: a ``GRID`` x ``GRID`` grid of 90% crops (identity orientation).
+
+The score of an ordered pair (a, b) is the best correlation of a's whole image or one of its crops
+with b's whole image under any symmetry, ``max_{q in whole(a)[0] + crops(a), t} q . whole(b)[t]``;
+a pair's score is the larger of its two orders (either may be the crop of the other).
+
+How high must a copy score? That depends on the image: a smooth leaf on paper still correlates at
+0.99 with itself shifted by half a grid step, a textured field photo at 0.9. Each image therefore
+carries a **floor**, measured on itself: the worst correlation of a 90% crop taken half-way between
+grid positions (the worst place a copy's crop can fall) with the nearest grid crop. A pair passes
+when its score is at least ``min(floor(a), floor(b)) - MARGIN``. On 400 generated lab photos and
+400 field photos with planted copies (mirror, rotation, JPEG 50, half size, 90% crop) every copy
+passed at a margin of 0.02 and 5.9% of distinct lab pairs did (no distinct field pair); see
+``paddyclf benchmark dedupe --scaling`` and docs/BENCHMARKS.md section 4.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from .symmetry import transposed
+
+SIDE = 16  # thumbnail side of each descriptor: 256 numbers
+GRID = 5  # GRID x GRID crops at 90%: neighbours 2.5% of the image apart
+CROP_SCALE = 0.9
+MARGIN = 0.025  # below the pair's floor; 0.02 kept every planted copy (module docstring)
+NEIGHBOURS = 32  # pairs kept per image, its best-scoring: what makes the registrations grow linearly
+ORIENTATIONS = 8
+BLOCK_ROWS = 32  # images per matrix product: (32 x 26) x (8 x N) float32 scores, 66 MB at N = 2,500
+
+
+def grid_boxes(width: int, height: int, steps: int = GRID, halfway: bool = False) -> list[tuple[int, int, int, int]]:
+    """``steps`` x ``steps`` boxes of 90% of the image (left, top, right, bottom), row by row; with
+    ``halfway`` the (steps - 1)^2 boxes half-way between those."""
+    cw, ch = round(width * CROP_SCALE), round(height * CROP_SCALE)
+    xs, ys = np.linspace(0, width - cw, steps), np.linspace(0, height - ch, steps)
+    if halfway:
+        xs, ys = (xs[1:] + xs[:-1]) / 2, (ys[1:] + ys[:-1]) / 2
+    xs, ys = xs.round().astype(int), ys.round().astype(int)
+    return [(int(x), int(y), int(x) + cw, int(y) + ch) for y in ys for x in xs]
+
+
+def unit_thumbnail(grey: Image.Image) -> np.ndarray:
+    """(SIDE * SIDE,) float32: the box-filtered thumbnail, centred and scaled to unit length."""
+    pixels = np.asarray(grey.resize((SIDE, SIDE), Image.Resampling.BOX), dtype=np.float32).ravel()
+    pixels = pixels - pixels.mean()
+    return pixels / (float(np.linalg.norm(pixels)) + 1e-6)
+
+
+def dense_descriptors(grey: Image.Image) -> tuple[np.ndarray, float]:
+    """((8 + GRID^2, SIDE^2) float16 descriptors, floor) of a grey image (see the module docstring).
+
+    The whole image is resized once, to a square 4 x SIDE wide, and each of its 8 views reduced from
+    there: 4 x 4 boxes are the same whichever way the square is turned, where the boxes of an odd
+    size (200 / 16 = 12.5 pixels) are not."""
+    square = grey.resize((4 * SIDE, 4 * SIDE), Image.Resampling.BOX)
+    whole = [unit_thumbnail(transposed(square, t)) for t in range(ORIENTATIONS)]
+    crops = np.stack([unit_thumbnail(grey.crop(box)) for box in grid_boxes(*grey.size)])
+    halfway = np.stack([unit_thumbnail(grey.crop(box)) for box in grid_boxes(*grey.size, halfway=True)])
+    floor = float((halfway @ crops.T).max(axis=1).min())
+    return np.concatenate([np.stack(whole), crops]).astype(np.float16), floor
+
+
+def _directed_scores(descriptors: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(len(rows), len(cols)) twice: the best correlation of each row image's whole view (query 0) or
+    crop (query 1 + k) with each column image's whole view under any symmetry, and where it was found
+    as ``query * 8 + symmetry``. One float32 matrix product."""
+    queries = descriptors[rows][:, [0, *range(ORIENTATIONS, descriptors.shape[1])]].astype(np.float32)
+    table = descriptors[cols][:, :ORIENTATIONS].astype(np.float32)
+    products = queries.reshape(-1, queries.shape[-1]) @ table.reshape(-1, table.shape[-1]).T
+    products = products.reshape(len(rows), queries.shape[1], len(cols), ORIENTATIONS)
+    products = products.transpose(0, 2, 1, 3).reshape(len(rows), len(cols), -1)
+    where = products.argmax(axis=2)
+    return np.take_along_axis(products, where[..., None], axis=2)[..., 0], where
+
+
+def pair_scores(descriptors: np.ndarray, pairs: np.ndarray, block: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """Score of each pair ``(i, j)`` of ``pairs`` (P, 2), the larger of its two directions, and where
+    it was found: (P,) float32 and (P, 3) int ``(direction, query, symmetry)``. Direction 0 matched a
+    view of ``i`` (query 0: whole, 1 + k: crop k) with ``j`` under ``D4[symmetry]``; direction 1 the
+    other way round.
+
+    Pairs are taken a block of first images at a time; each block is one matrix product against the
+    images it is paired with, so a dense candidate set (lab photos) runs as a blocked all-pairs
+    product and a sparse one (field photos) costs little.
+    """
+    scores = np.full(len(pairs), -1.0, dtype=np.float32)
+    found_at = np.zeros((len(pairs), 3), dtype=np.int64)
+    if not len(pairs):
+        return scores, found_at
+    for direction, (first, second) in enumerate(((0, 1), (1, 0))):
+        order = np.argsort(pairs[:, first], kind="stable")
+        heads = pairs[order, first]
+        starts = np.searchsorted(heads, np.unique(heads))
+        bounds = list(starts) + [len(order)]
+        for b in range(0, len(starts), block):
+            chunk = order[bounds[b] : bounds[min(b + block, len(starts))]]
+            rows, row_at = np.unique(pairs[chunk, first], return_inverse=True)
+            cols, col_at = np.unique(pairs[chunk, second], return_inverse=True)
+            best, where = _directed_scores(descriptors, rows, cols)
+            best, where = best[row_at, col_at], where[row_at, col_at]
+            better = best > scores[chunk]
+            scores[chunk[better]] = best[better]
+            found_at[chunk[better]] = np.stack(
+                [np.full(better.sum(), direction), where[better] // ORIENTATIONS, where[better] % ORIENTATIONS], axis=1
+            )
+    return scores, found_at
+
+
+def nearest(pairs: np.ndarray, scores: np.ndarray, neighbours: int) -> np.ndarray:
+    """(P,) bool: the pairs among the ``neighbours`` best-scoring pairs of either of their images."""
+    keep = np.zeros(len(pairs), dtype=bool)
+    for side in (0, 1):
+        order = np.lexsort((-scores, pairs[:, side]))  # by image, best score first
+        heads = pairs[order, side]
+        first = np.searchsorted(heads, heads)  # where each image's run starts
+        keep[order[np.arange(len(order)) - first < neighbours]] = True
+    return keep
+
+
+def passing(
+    descriptors: np.ndarray,
+    floors: np.ndarray,
+    pairs: np.ndarray,
+    margin: float = MARGIN,
+    neighbours: int | None = NEIGHBOURS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which pairs ``(i, j)`` score at least ``min(floor_i, floor_j) - margin`` and, unless
+    ``neighbours`` is None, are among the ``neighbours`` best of those of ``i`` or of ``j``: (P,) bool,
+    and where each pair's score was found (see :func:`pair_scores`)."""
+    scores, found_at = pair_scores(descriptors, pairs)
+    if not len(pairs):
+        return np.zeros(0, dtype=bool), found_at
+    keep = scores >= np.minimum(floors[pairs[:, 0]], floors[pairs[:, 1]]) - margin
+    if neighbours is not None:
+        kept = np.nonzero(keep)[0]
+        keep[kept] = nearest(pairs[kept], scores[kept], neighbours)
+    return keep, found_at
