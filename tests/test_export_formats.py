@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,11 @@ def test_every_format_writes_its_file_and_the_app_contract_beside_it(exported, c
     assert meta["preprocessing"]["center_crop"] == 64 and len(meta["preprocessing"]["mean"]) == 3
     assert meta["trust"] == ckpt["trust"] and meta["outputs"] == ["logits", "ood_score"]
     assert meta["precision"] == ("int8" if FORMATS[fmt].int8 else "float32")
+    if FORMATS[fmt].int8:  # the gate passed the plain recipe: no search; sizes against the float ONNX's
+        files = [path.with_suffix(s) for s in (path.suffix, *FORMATS[fmt].companions)]
+        assert meta["int8"]["searched"] is False and meta["int8"]["evaluations"] == 0
+        assert meta["int8"]["size_bytes"] == sum(f.stat().st_size for f in files)
+        assert meta["int8"]["size_vs_float_onnx"] == meta["int8"]["size_bytes"] / meta["int8"]["float_onnx_bytes"]
     for companion in FORMATS[fmt].companions:
         assert path.with_suffix(companion).is_file()
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
@@ -111,11 +117,13 @@ def test_predict_and_evaluate_run_through_an_exported_file(exported, checkpoint,
         assert reports[fmt]["trust"]["verdicts"] == reports["checkpoint"]["trust"]["verdicts"]
 
 
-def test_a_failed_int8_gate_writes_nothing(checkpoint, tiny_data, tmp_path):
-    output = tmp_path / "model.onnx"
-    options = ExportOptions(calibration=tiny_data / "metadata.csv", max_accuracy_drop=-100.0)  # can never pass
-    with pytest.raises(UserError, match="Nothing was written"):
-        export_model(checkpoint, output, "onnx-int8", options)
+def test_a_failed_int8_gate_searches_then_names_the_closest_model_and_writes_nothing(checkpoint, tiny_data, tmp_path):
+    output = tmp_path / "model.tflite"
+    options = ExportOptions(calibration=tiny_data / "metadata.csv", max_accuracy_drop=-100.0, search_evaluations=2)
+    with pytest.raises(UserError, match="Nothing was written") as refused:  # -100 points: no model can pass
+        export_model(checkpoint, output, "tflite-int8", options)
+    message = str(refused.value)  # every trial ties at the same drop on 8 photos: the closest may be any of them
+    assert re.search(r"\(2 evaluation\(s\) of the validation photos\) came closest with \d+ of \d+ layers", message)
     assert list(tmp_path.iterdir()) == []  # no model, no sidecar, no staging folder
 
 
@@ -149,11 +157,11 @@ def test_benchmark_export_end_to_end(checkpoint, tiny_data, tmp_path):
         assert row["throughput_ratio"] > 0 and row["latency_ratio"] > 0 and 0 <= row["valid_accuracy"] <= 1
     assert result["rows"]["pytorch"]["throughput_ratio"] == 1.0
     assert "| openvino-int8 |" in prefix.with_suffix(".md").read_text()
+    assert "| INT8 format | plain-recipe drop" in prefix.with_suffix(".md").read_text()
     assert prefix.with_suffix(".png").stat().st_size > 10_000
 
 
 def test_the_readme_tflite_example_runs_and_agrees_with_predict(exported, tiny_data, tmp_path):
-    import re
     import shutil
     import subprocess
     import sys

@@ -188,7 +188,29 @@ def markdown(result: dict) -> str:
             f"| {r['latency_ms_p90']:.2f} "
             f"| {r['latency_ratio']:.2f}x | {r['images_per_s']:.0f} | {r['throughput_ratio']:.2f}x |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + int8_lines(result["rows"])) + "\n"
+
+
+def int8_lines(rows: dict) -> list[str]:
+    """The INT8 formats' gate and accuracy-aware search: drops, layers kept out of INT8, cost, size."""
+    int8 = {name: r["check"]["int8"] for name, r in rows.items() if "int8" in r.get("check", {})}
+    if not int8:
+        return []
+    lines = [
+        "",
+        "| INT8 format | plain-recipe drop (points) | drop (points) | layers kept out of INT8 | search evaluations "
+        "| search s | x float ONNX size |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, record in int8.items():
+        check = rows[name]["check"]
+        kept = f"{len(record['kept_layers'])} of {record['layers_total']}" if record["searched"] else "0 (no search)"
+        seconds = f"{record['seconds']:.0f}" if record["searched"] else "—"
+        lines.append(
+            f"| {name} | {record['plain_recipe_drop_points']:.2f} | {check['accuracy_drop_points']:.2f} | {kept} "
+            f"| {record['evaluations']} | {seconds} | {record['size_vs_float_onnx']:.2f} |"
+        )
+    return lines
 
 
 def plot(result: dict, path: Path) -> Path:

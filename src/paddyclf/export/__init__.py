@@ -19,8 +19,13 @@ a temporary folder beside the output, checked there by the same predictor ``pred
 only then moved into place (the model file last): a failed check leaves nothing behind.
 
 The accuracy gate (INT8): the float PyTorch model and the INT8 file predict the valid split of
-``--validate`` (default: the calibration metadata); the export fails if the INT8 accuracy is more
-than ``--max-accuracy-drop`` points below float.
+``--validate`` (default: the calibration metadata). When the plain recipe's file is more than
+``--max-accuracy-drop`` points below float, an accuracy-aware search (NNCF's accuracy control for
+ONNX and OpenVINO, :mod:`paddyclf.export.int8_search` over LiteRT recipes) keeps the most
+sensitive layers out of full INT8 until the gate passes, within ``--search-evaluations`` passes
+over the validation photos; the export fails (nothing written) only when that cannot meet the
+budget either, naming how close it came. The sidecar's ``int8`` records the outcome: the layers
+kept out of INT8, the evaluations spent, the drop, the size against the float ONNX.
 """
 
 from __future__ import annotations
@@ -44,9 +49,10 @@ from ..trust import checkpoint_trust, trusted_model, verdicts
 from ..trust.calibration import calibrated_probabilities
 from .contract import export_metadata
 from .graph import example_batch
-from .to_onnx import write_onnx, write_onnx_int8
-from .to_openvino import write_openvino, write_openvino_int8
-from .to_tflite import write_tflite, write_tflite_int8
+from .int8_search import DEFAULT_SEARCH_EVALUATIONS, SearchRequest, search_failure
+from .to_onnx import search_onnx_int8, write_onnx, write_onnx_int8
+from .to_openvino import search_openvino_int8, write_openvino, write_openvino_int8
+from .to_tflite import search_tflite_int8, write_tflite, write_tflite_int8
 from .to_torchscript import write_torchscript
 
 PARITY_TOLERANCE = 1e-3
@@ -64,17 +70,27 @@ class ExportFormat:
     layout: str = "NCHW"
     batch: int | None = None  # fixed batch size, or None for dynamic
     companions: tuple[str, ...] = ()  # files written beside the main one (OpenVINO's weights)
+    search: Callable | None = None  # INT8: the accuracy-aware search when the plain recipe fails the gate
 
 
 FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in (
         ExportFormat("onnx", (".onnx",), write_onnx),
-        ExportFormat("onnx-int8", (".onnx",), write_onnx_int8, int8=True),
+        ExportFormat("onnx-int8", (".onnx",), write_onnx_int8, int8=True, search=search_onnx_int8),
         ExportFormat("openvino", (".xml",), write_openvino, companions=(".bin",)),
-        ExportFormat("openvino-int8", (".xml",), write_openvino_int8, int8=True, companions=(".bin",)),
+        ExportFormat(
+            "openvino-int8",
+            (".xml",),
+            write_openvino_int8,
+            int8=True,
+            companions=(".bin",),
+            search=search_openvino_int8,
+        ),
         ExportFormat("tflite", (".tflite",), write_tflite, layout="NHWC", batch=1),
-        ExportFormat("tflite-int8", (".tflite",), write_tflite_int8, int8=True, layout="NHWC", batch=1),
+        ExportFormat(
+            "tflite-int8", (".tflite",), write_tflite_int8, int8=True, layout="NHWC", batch=1, search=search_tflite_int8
+        ),
         ExportFormat("torchscript", (".ts", ".pt"), write_torchscript),
     )
 }
@@ -90,6 +106,7 @@ class ExportOptions:
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES
     validate: str | Path | None = None  # metadata CSV: its valid split gates INT8 (default: calibration)
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
+    search_evaluations: int = DEFAULT_SEARCH_EVALUATIONS  # INT8: budget of the accuracy-aware search; 0: none
     num_workers: int = 0
 
 
@@ -106,6 +123,8 @@ def export_checkpoint(ckpt: dict, output: str | Path, fmt: str = "onnx", options
     output = Path(output)
     if output.suffix.lower() not in spec.suffixes:
         raise UserError(f"--format {fmt} writes a {' or '.join(spec.suffixes)} file; got --output {output}.")
+    if options.search_evaluations < 0:
+        raise UserError(f"--search-evaluations must be >= 0 (0: no search), got {options.search_evaluations}.")
     if spec.int8 and options.calibration is None:
         raise UserError(f"--format {fmt} needs --calibration METADATA (its train split calibrates the INT8 ranges).")
     size = ckpt["config"]["image_size"]
@@ -121,11 +140,17 @@ def export_checkpoint(ckpt: dict, output: str | Path, fmt: str = "onnx", options
         with torch.no_grad():
             spec.write(model, example_batch(size), staged, metadata, options.opset, calibration)
         write_json(sidecar_path(staged), metadata)
-        check = (
-            int8_gate(model, staged, validation, options.max_accuracy_drop)
-            if spec.int8
-            else parity_check(model, staged, size, options.tolerance, checkpoint_trust(ckpt))
-        )
+        if spec.int8:
+            check = int8_check(model, ckpt, spec, staged, metadata, calibration, validation, options)
+            model_bytes = sum(staged.with_suffix(s).stat().st_size for s in (staged.suffix, *spec.companions))
+            reference = float_onnx_bytes(model, size, staging, metadata, options.opset)
+            check["int8"].update(
+                size_bytes=model_bytes, float_onnx_bytes=reference, size_vs_float_onnx=model_bytes / reference
+            )
+            metadata = {**metadata, "int8": {**check["int8"], **_gate_figures(check)}}
+            write_json(sidecar_path(staged), metadata)  # the sidecar records what the gate measured
+        else:
+            check = parity_check(model, staged, size, options.tolerance, checkpoint_trust(ckpt))
         files = _move_into_place(staged, output, spec)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -136,6 +161,11 @@ def export_checkpoint(ckpt: dict, output: str | Path, fmt: str = "onnx", options
         "size_bytes": sum(f.stat().st_size for f in files if f != sidecar_path(output)),
         "check": check,
     }
+
+
+def _gate_figures(check: dict) -> dict:
+    keys = ("validation_images", "float_accuracy", "int8_accuracy", "accuracy_drop_points", "verdict_agreement")
+    return {key: check[key] for key in keys}
 
 
 def _format(fmt: str) -> ExportFormat:
@@ -185,44 +215,87 @@ def parity_problem(expected: list[np.ndarray], actual: dict, trust, tolerance: f
     return f"{mismatched} verdict(s) differ" if mismatched else None
 
 
-def int8_gate(model, path: Path, validation: tuple[torch.Tensor, np.ndarray], max_drop: float) -> dict:
-    """Accuracy of float PyTorch and of the INT8 file on the validation photos; raise if it drops too far."""
+class Int8Gate:
+    """The accuracy gate: top-1 accuracy of float PyTorch and of an INT8 file on the validation photos.
 
-    images, labels = validation
-    predictor = load_predictor(path)
-    trust = predictor.trust
-    float_logits, float_scores, int8_logits, int8_scores = [], [], [], []
-    for start in range(0, len(images), 32):
-        batch = images[start : start + 32]
+    The float model's outputs are computed once; every INT8 file (the plain recipe's, each model a
+    search tries) costs one pass of that file over the photos. ``drop = 100 * (acc_float - acc_int8)``.
+    """
+
+    def __init__(self, model, validation: tuple[torch.Tensor, np.ndarray], max_drop: float) -> None:
+        self.images, self.labels = validation
+        self.max_drop = max_drop
         with torch.no_grad():
-            logits, score = model(batch)
-        float_logits.append(logits.numpy())
-        float_scores.append(score.numpy())
-        out = predictor.outputs(batch)
-        int8_logits.append(out["logits"])
-        int8_scores.append(out.get("ood_score", np.zeros(len(batch), np.float32)))
-    fl, il = np.concatenate(float_logits), np.concatenate(int8_logits)
-    fs, is_ = np.concatenate(float_scores), np.concatenate(int8_scores)
-    float_acc, int8_acc = float((fl.argmax(1) == labels).mean()), float((il.argmax(1) == labels).mean())
-    has_score = trust.ood_score is not None
-    float_verdicts = verdicts(calibrated_probabilities(fl, trust.temperature), fs if has_score else None, trust)
-    int8_verdicts = verdicts(calibrated_probabilities(il, trust.temperature), is_ if has_score else None, trust)
-    report = {
-        "validation_images": int(len(labels)),
-        "float_accuracy": float_acc,
-        "int8_accuracy": int8_acc,
-        "accuracy_drop_points": 100 * (float_acc - int8_acc),
-        "top1_agreement": float((fl.argmax(1) == il.argmax(1)).mean()),
-        "verdict_agreement": float(np.mean([a == b for a, b in zip(float_verdicts, int8_verdicts, strict=True)])),
-        "max_accuracy_drop_points": max_drop,
-    }
-    if report["accuracy_drop_points"] > max_drop:
-        raise UserError(
-            f"INT8 accuracy {int8_acc:.4f} is {report['accuracy_drop_points']:.2f} points below float "
-            f"({float_acc:.4f}) on {len(labels)} validation photos, more than --max-accuracy-drop {max_drop}. "
-            "Nothing was written."
+            outputs = [model(self.images[i : i + 32]) for i in range(0, len(self.images), 32)]
+        self.float_logits = np.concatenate([logits.numpy() for logits, _ in outputs])
+        self.float_scores = np.concatenate([score.numpy() for _, score in outputs])
+
+    def report(self, path: Path) -> dict:
+        """The gate's figures for the INT8 file at ``path`` (its sidecar beside it); never raises on a drop."""
+        predictor = load_predictor(path)
+        trust = predictor.trust
+        outputs = [predictor.outputs(self.images[i : i + 32]) for i in range(0, len(self.images), 32)]
+        il = np.concatenate([out["logits"] for out in outputs])
+        is_ = np.concatenate([out.get("ood_score", np.zeros(len(out["logits"]), np.float32)) for out in outputs])
+        fl, labels = self.float_logits, self.labels
+        float_acc, int8_acc = float((fl.argmax(1) == labels).mean()), float((il.argmax(1) == labels).mean())
+        has_score = trust.ood_score is not None
+        float_verdicts = verdicts(
+            calibrated_probabilities(fl, trust.temperature), self.float_scores if has_score else None, trust
         )
-    return report
+        int8_verdicts = verdicts(calibrated_probabilities(il, trust.temperature), is_ if has_score else None, trust)
+        return {
+            "validation_images": int(len(labels)),
+            "float_accuracy": float_acc,
+            "int8_accuracy": int8_acc,
+            "accuracy_drop_points": 100 * (float_acc - int8_acc),
+            "top1_agreement": float((fl.argmax(1) == il.argmax(1)).mean()),
+            "verdict_agreement": float(np.mean([a == b for a, b in zip(float_verdicts, int8_verdicts, strict=True)])),
+            "max_accuracy_drop_points": self.max_drop,
+        }
+
+    def drop(self, path: Path) -> float:
+        return self.report(path)["accuracy_drop_points"]
+
+    def refusal(self, report: dict) -> str:
+        return (
+            f"INT8 accuracy {report['int8_accuracy']:.4f} is {report['accuracy_drop_points']:.2f} points below float "
+            f"({report['float_accuracy']:.4f}) on {report['validation_images']} validation photos, more than "
+            f"--max-accuracy-drop {self.max_drop}."
+        )
+
+
+def int8_check(model, ckpt: dict, spec: ExportFormat, staged: Path, metadata: dict, calibration, validation, options):
+    """The gate on the plain recipe's file; when it fails, the backend's accuracy-aware search, then the gate again.
+
+    Returns the gate's report with ``int8`` (the search's record, or the plain recipe's) and the
+    sizes; raises (nothing written) when even the search's model fails, naming how close it came.
+    """
+    gate = Int8Gate(model, validation, options.max_accuracy_drop)
+    report = gate.report(staged)
+    plain_drop = report["accuracy_drop_points"]
+    record = {"searched": False, "plain_recipe_drop_points": plain_drop, "kept_layers": [], "evaluations": 0}
+    if plain_drop > gate.max_drop and options.search_evaluations > 0:
+        request = SearchRequest(
+            gate.drop, gate.images, gate.labels, gate.max_drop, options.search_evaluations, plain_drop
+        )
+        size = ckpt["config"]["image_size"]
+        with torch.no_grad():
+            record = spec.search(model, example_batch(size), staged, metadata, options.opset, calibration, request)
+        report = gate.report(staged)
+    if report["accuracy_drop_points"] > gate.max_drop:
+        closest = search_failure(record, report["accuracy_drop_points"]) + " " if record["searched"] else ""
+        raise UserError(f"{gate.refusal(report)} {closest}Nothing was written.")
+    return {**report, "int8": record}
+
+
+def float_onnx_bytes(model, size: int, folder: Path, metadata: dict, opset: int) -> int:
+    """The size of the float ONNX of ``model``: what every INT8 file's size is reported against."""
+    path = write_onnx(model, example_batch(size), folder / "float-reference.onnx", metadata, opset)
+    try:
+        return path.stat().st_size
+    finally:
+        path.unlink()
 
 
 def split_images(
@@ -250,6 +323,7 @@ __all__ = [
     "PARITY_TOLERANCE",
     "ExportFormat",
     "ExportOptions",
+    "Int8Gate",
     "export_checkpoint",
     "export_model",
     "split_images",

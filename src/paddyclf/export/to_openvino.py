@@ -12,6 +12,10 @@ from pathlib import Path
 import torch
 
 from .graph import graph_module, output_names
+from .int8_search import SearchRequest
+from .nncf_search import nncf_search_record, quantize_with_accuracy_control
+
+LAYER_OPS = ("Convolution", "GroupConvolution", "MatMul")  # what the search decides the precision of
 
 
 def convert(model, example: torch.Tensor):
@@ -50,3 +54,32 @@ def write_openvino_int8(
     )
     ov.save_model(quantized, str(path))
     return path
+
+
+def quantized_layers(ov_model) -> set[str]:
+    """Friendly names of the layers that compute in INT8: their activation input is a FakeQuantize."""
+    return {
+        op.get_friendly_name()
+        for op in ov_model.get_ops()
+        if op.get_type_name() in LAYER_OPS and op.input_value(0).get_node().get_type_name() == "FakeQuantize"
+    }
+
+
+def run_openvino(compiled, images):
+    return compiled(images)[compiled.output(0)]
+
+
+def search_openvino_int8(
+    model, example: torch.Tensor, path: Path, metadata: dict, opset: int, calibration, request: SearchRequest
+) -> dict:
+    """NNCF's accuracy-controlled INT8 (:mod:`paddyclf.export.nncf_search`) over the plain one at ``path``."""
+    import openvino as ov
+
+    plain = quantized_layers(ov.Core().read_model(str(path)))
+    quantized, counter, seconds = quantize_with_accuracy_control(
+        convert(model, example), calibration, request, run_openvino
+    )
+    ov.save_model(quantized, str(path))
+    # read back: the saved IR (weights compressed) is what `plain` was counted on, and what ships
+    searched = quantized_layers(ov.Core().read_model(str(path)))
+    return nncf_search_record(request, plain, searched, counter, seconds)
