@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_args
@@ -213,3 +214,48 @@ def test_config_defaults_match_the_guide():
         32,
         ".",
     )
+
+
+def test_classification_metrics_equal_scikit_learns_with_absent_classes():
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    from paddyclf.metrics import classification_metrics
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 5, 200)  # class 5 never occurs
+    predictions = np.where(rng.random(200) < 0.6, targets, rng.integers(0, 5, 200))
+    predictions[predictions == 4] = 3  # class 4 is never predicted
+    labels = list(range(6))
+    mine = classification_metrics(targets, predictions, 6)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        targets, predictions, labels=labels, zero_division=0
+    )
+    assert mine["accuracy"] == pytest.approx(accuracy_score(targets, predictions))
+    assert mine["macro_f1"] == pytest.approx(
+        f1_score(targets, predictions, labels=labels, average="macro", zero_division=0)
+    )
+    for k, row in enumerate(mine["per_class"].values()):
+        assert (row["precision"], row["recall"], row["f1"], row["support"]) == pytest.approx(
+            (precision[k], recall[k], f1[k], support[k])
+        )
+    assert mine["confusion_matrix"] == confusion_matrix(targets, predictions, labels=labels).tolist()
+
+
+def test_the_training_process_does_not_import_scikit_learn():
+    """Its import was about 0.6 s of every run (docs/BENCHMARKS.md section 3)."""
+    code = (
+        "import sys, paddyclf.cli, paddyclf.cli.train, paddyclf.training.run, paddyclf.trust.fit; "
+        "print('sklearn' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_fps_is_the_throughput_of_full_batches_after_the_warm_up():
+    from paddyclf.trust.fit import Outputs
+
+    empty = np.zeros(0)
+    timed = Outputs(empty, empty, empty, empty, [], [(32, 1.0), (32, 1.0), (32, 0.5), (32, 0.25), (32, 0.75), (8, 0.1)])
+    assert timed.images_per_second(32) == pytest.approx(32 * 3 / 1.5)
+    assert timed.images_per_second(32, timed=4) is None  # too few batches to time: measure instead
+    assert Outputs(empty, empty, empty, empty, []).images_per_second(32) is None

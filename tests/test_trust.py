@@ -27,7 +27,14 @@ from paddyclf.trust.calibration import (
     negative_log_likelihood,
     risk_coverage,
 )
-from paddyclf.trust.ood import SCORES, acceptance_threshold, build_score, detection_metrics, fit_feature_statistics
+from paddyclf.trust.ood import (
+    SCORES,
+    acceptance_threshold,
+    build_score,
+    detection_metrics,
+    fit_feature_statistics,
+    shared_covariance,
+)
 
 NAME = "MobileNetV3_Small_BoT_Linear"
 
@@ -156,7 +163,7 @@ def test_calibration_from_the_best_validation_equals_a_separate_pass_over_the_va
     ckpt = load_checkpoint(model)
     labels = load_label2id(leaves / "label2id.json")
     splits = load_splits(leaves / "metadata.csv", labels, 0)
-    separate = calibrate_checkpoint(ckpt, splits["train"], splits["valid"])
+    separate = calibrate_checkpoint(ckpt, splits["train"], splits["valid"]).ckpt
     trained, again = Trust.from_dict(ckpt["trust"]), Trust.from_dict(separate["trust"])
     assert trained.temperature == pytest.approx(again.temperature, rel=1e-4)
     assert trained.unsure_below == pytest.approx(again.unsure_below, abs=1e-4)
@@ -319,3 +326,10 @@ def test_mahalanobis_with_every_component_is_the_shrunk_covariance_distance():
     expected = np.einsum("bkc,cd,bkd->bk", d, precision.precision_, d).min(1)
     score = build_score("mahalanobis", 1.0, stats)(torch.zeros(5, 2), torch.tensor(probe, dtype=torch.float32))
     np.testing.assert_allclose(score.numpy(), expected, rtol=1e-4)
+
+
+def test_the_shared_covariance_is_scikit_learns_empirical_covariance():
+    from sklearn.covariance import empirical_covariance
+
+    centred = np.random.default_rng(0).normal(size=(50, 7))
+    assert np.allclose(shared_covariance(centred), empirical_covariance(centred, assume_centered=True))

@@ -24,7 +24,7 @@ from ..errors import TrainingInterruptedError, UserError
 from ..fileio import save_torch, write_json
 from ..metrics import classification_metrics
 from ..models import create_model, model_kwargs
-from ..trust import FEATURE_SCORES, Trust, calibrate_checkpoint, describe_fit
+from ..trust import FEATURE_SCORES, Calibration, Trust, calibrate_checkpoint, describe_fit
 from ..trust.fit import Outputs
 from .config import TrainConfig
 from .distributed import DistInfo, init_distributed, shutdown_distributed
@@ -350,9 +350,8 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
 
     start = time.perf_counter()
     best_valid = run_epochs(run)
-    if config.calibrate and info.is_main:
-        calibrate_best(run, splits, cache, best_valid)
-    return final_report(run, best_valid, time.perf_counter() - start, num_params, size_mb)
+    calibration = calibrate_best(run, splits, cache, best_valid) if config.calibrate and info.is_main else None
+    return final_report(run, best_valid, time.perf_counter() - start, num_params, size_mb, calibration)
 
 
 def reuse_valid_outputs(run: Run) -> bool:
@@ -362,23 +361,27 @@ def reuse_valid_outputs(run: Run) -> bool:
     return config.calibrate and not run.info.enabled and run.amp_dtype is None and not config.compile
 
 
-def calibrate_best(run: Run, splits: dict, cache: DecodedCache | None, best_valid: EvalResult | None = None) -> None:
+def calibrate_best(
+    run: Run, splits: dict, cache: DecodedCache | None, best_valid: EvalResult | None = None
+) -> Calibration:
     """Fit the temperature and thresholds of the best checkpoint on the train/valid splits, in place (atomic).
 
     The best epoch's own validation gives the valid logits and features when it kept them (the same
     weights, photos and eval transform): only the train photos need a pass, for the OOD statistics.
+    That pass runs in batches of ``FPS_BATCH_SIZE``, so its forward times give the report's fps.
     """
     config, start = run.config, time.perf_counter()
     ckpt = ckpt_io.load_checkpoint(run.best_path)
     valid = None
     if best_valid is not None and best_valid.logits is not None:
         valid = Outputs(best_valid.logits, best_valid.features, best_valid.targets, best_valid.indices, [])
-    calibrated = calibrate_checkpoint(
+    calibration = calibrate_checkpoint(
         ckpt, splits["train"], splits["valid"], config.target_accuracy, config.unsure_below, config.ood_score,
-        config.batch_size, config.num_workers, run.device, cache, run.progress, valid_outputs=valid,
+        FPS_BATCH_SIZE, config.num_workers, run.device, cache, run.progress, valid_outputs=valid,
     )  # fmt: skip
-    save_torch(run.best_path, calibrated)
-    run.log(describe_fit(Trust.from_dict(calibrated["trust"])) + f" [{time.perf_counter() - start:.1f} s]")
+    save_torch(run.best_path, calibration.ckpt)
+    run.log(describe_fit(Trust.from_dict(calibration.ckpt["trust"])) + f" [{time.perf_counter() - start:.1f} s]")
+    return calibration
 
 
 def run_epochs(run: Run) -> EvalResult | None:
@@ -459,18 +462,36 @@ def _record(state: RunState, train: EpochResult, valid: EvalResult, lr: float) -
         state.history[key].append(value)
 
 
-def final_report(run: Run, best_valid: EvalResult | None, training_seconds: float, num_params: int, size_mb: float):
-    """The metrics block and result files: the best checkpoint's validation, its speed, the history."""
+def final_report(
+    run: Run,
+    best_valid: EvalResult | None,
+    training_seconds: float,
+    num_params: int,
+    size_mb: float,
+    calibration: Calibration | None = None,
+):
+    """The metrics block and result files: the best checkpoint's validation, its speed, the history.
+
+    After calibration (this process) the calibrated checkpoint and its model are at hand, and the fps
+    is the forward throughput of calibration's pass over the train photos (float32, batches of
+    ``FPS_BATCH_SIZE``, after 2 warm-up batches): what :func:`measure_fps` would time on random batches,
+    without running them. Otherwise (too few train photos, AMP, other ranks) it is measured.
+    """
     config, info, device = run.config, run.info, run.device
     if info.enabled:
         torch.distributed.barrier()  # rank 0 has finished writing the best checkpoint
-    best_ckpt = ckpt_io.load_checkpoint(run.best_path)
-    best = ckpt_io.model_from_checkpoint(best_ckpt).to(device)
+    best_ckpt = calibration.ckpt if calibration is not None else ckpt_io.load_checkpoint(run.best_path)
+    fps = None
+    if calibration is not None and run.amp_dtype is None:
+        fps = calibration.outputs["train"].images_per_second(FPS_BATCH_SIZE)
+    if best_valid is None or fps is None:
+        best = calibration.model if calibration is not None else ckpt_io.model_from_checkpoint(best_ckpt).to(device)
     if best_valid is None:  # the best epoch came before a --resume: evaluate the reloaded checkpoint
         best_valid = evaluate(
             best, run.valid_loader, device, run.num_classes, run.amp_dtype, progress=False, gather=info.gather
         )
-    fps = measure_fps(best, device, config.image_size, FPS_BATCH_SIZE, warmup=2, iters=5, amp_dtype=run.amp_dtype)
+    if fps is None:
+        fps = measure_fps(best, device, config.image_size, FPS_BATCH_SIZE, warmup=2, iters=5, amp_dtype=run.amp_dtype)
     metrics = {
         "model_name": config.run_name,
         "size_mb": round(size_mb, 4),

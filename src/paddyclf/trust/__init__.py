@@ -7,7 +7,7 @@
 - :mod:`.fit`: how a checkpoint learns its :class:`Trust` (``paddyclf calibrate``, and the end of ``train``).
 """
 
-from .fit import Outputs, calibrate_checkpoint, collect_outputs, describe_fit, fit_trust, run_calibrate
+from .fit import Calibration, Outputs, calibrate_checkpoint, collect_outputs, describe_fit, fit_trust, run_calibrate
 from .ood import FEATURE_SCORES, SCORES
 from .verdict import (
     DEFAULT_OOD_SCORE,
@@ -29,6 +29,7 @@ from .verdict import (
 )
 
 __all__ = [
+    "Calibration",
     "DEFAULT_OOD_SCORE",
     "DEFAULT_TARGET_ACCURACY",
     "FEATURE_SCORES",

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,32 +33,44 @@ from .verdict import (
 
 @dataclass
 class Outputs:
-    """What a model gives for a loader: logits (N, K), pooled features (N, C), targets, dataset indices."""
+    """What a model gives for a loader: logits (N, K), pooled features (N, C), targets, dataset indices,
+    and (from :func:`collect_outputs`) each batch's size and forward seconds."""
 
     logits: np.ndarray
     features: np.ndarray
     targets: np.ndarray
     indices: np.ndarray
     failures: list[str]
+    batch_seconds: list[tuple[int, float]] = field(default_factory=list)
+
+    def images_per_second(self, batch_size: int, warmup: int = 2, timed: int = 3) -> float | None:
+        """Forward throughput over the full batches of ``batch_size`` after the first ``warmup`` of
+        them, as ``measure_fps`` times random batches; None with fewer than ``timed`` such batches."""
+        full = [seconds for images, seconds in self.batch_seconds if images == batch_size][warmup:]
+        return batch_size * len(full) / sum(full) if len(full) >= timed else None
 
 
 @torch.no_grad()
 def collect_outputs(model: nn.Module, loader, device: torch.device, progress: bool = False, desc: str = "") -> Outputs:
     """Run ``model`` (a :class:`~paddyclf.models.PaddyClassifier`) over ``loader`` in eval mode, float32."""
     model.eval()
-    logits, features, targets, indices, failures = [], [], [], [], []
+    logits, features, targets, indices, failures, seconds = [], [], [], [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         failures += batch.failures
         if batch.images is None:
             continue
-        z, f = model.forward_with_features(batch.images.to(device))
-        logits.append(z.float().cpu())
+        images = batch.images.to(device)
+        start = time.perf_counter()
+        z, f = model.forward_with_features(images)
+        logits.append(z.float().cpu())  # the copy to the CPU waits for the device
+        seconds.append((len(images), time.perf_counter() - start))
         features.append(f.float().cpu())
         targets.append(batch.labels)
         indices.append(batch.indices)
     if not logits:
         return Outputs(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0, int), np.zeros(0, int), failures)
-    return Outputs(*(torch.cat(parts).numpy() for parts in (logits, features, targets, indices)), failures)
+    arrays = (torch.cat(parts).numpy() for parts in (logits, features, targets, indices))
+    return Outputs(*arrays, failures, seconds)
 
 
 def fit_trust(
@@ -132,6 +145,15 @@ def describe_fit(trust: Trust) -> str:
 # --------------------------------------------------------------------------- checkpoints
 
 
+@dataclass
+class Calibration:
+    """A calibrated checkpoint, the model it was fitted with, and that model's outputs ("train", "valid")."""
+
+    ckpt: dict
+    model: nn.Module
+    outputs: dict[str, Outputs]
+
+
 def calibrate_checkpoint(
     ckpt: dict,
     train_samples: list,
@@ -145,8 +167,9 @@ def calibrate_checkpoint(
     cache=None,
     progress: bool = False,
     valid_outputs: Outputs | None = None,
-) -> dict:
-    """``ckpt`` with ``"trust"`` and ``"ood_statistics"`` fitted on the samples (eval transform, no augmentation).
+) -> Calibration:
+    """``ckpt`` with ``"trust"`` and ``"ood_statistics"`` fitted on the samples (eval transform, no
+    augmentation), as :class:`Calibration`.
 
     ``valid_outputs``: the model's outputs on ``valid_samples`` already (training's best validation);
     then only the train samples are run.
@@ -168,7 +191,7 @@ def calibrate_checkpoint(
     trust, statistics = fit_trust(
         outputs["train"], outputs["valid"], len(ckpt["label2id"]), target_accuracy, unsure_below, ood_score
     )
-    return {**ckpt, "trust": trust.to_dict(), "ood_statistics": statistics}
+    return Calibration({**ckpt, "trust": trust.to_dict(), "ood_statistics": statistics}, model, outputs)
 
 
 def run_calibrate(
@@ -197,7 +220,7 @@ def run_calibrate(
     calibrated = calibrate_checkpoint(
         ckpt, splits["train"], splits[split], target_accuracy, unsure_below, ood_score, batch_size, num_workers,
         progress=progress,
-    )  # fmt: skip
+    ).ckpt  # fmt: skip
     calibrated["trust"]["fit"].update(metadata=str(metadata), split=split)
     save_torch(output, calibrated)
     return Trust.from_dict(calibrated["trust"])

@@ -78,12 +78,19 @@ SCORES: dict[str, type[nn.Module]] = {
 FEATURE_SCORES = {"mahalanobis"}  # need the statistics of the train features
 
 
+def shared_covariance(centred: np.ndarray) -> np.ndarray:
+    """(C, C) maximum-likelihood covariance of centred rows (N, C): ``X^T X / N``.
+
+    scikit-learn's ``empirical_covariance(X, assume_centered=True)``, written out so that training does
+    not import scikit-learn for it (tests/test_trust.py checks the two agree).
+    """
+    return centred.T @ centred / len(centred)
+
+
 def fit_feature_statistics(
     features: np.ndarray, targets: np.ndarray, num_classes: int, components: int = MAHALANOBIS_COMPONENTS
 ) -> dict[str, torch.Tensor]:
     """Class means and the shrunk, rank-``components`` shared covariance of the L2-normalised ``features`` (N, C)."""
-    from sklearn.covariance import empirical_covariance
-
     features = np.asarray(features, dtype=np.float64)
     features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     targets = np.asarray(targets)
@@ -91,7 +98,7 @@ def fit_feature_statistics(
     if missing:
         raise ValueError(f"no training features for class id(s) {missing}")
     means = np.stack([features[targets == k].mean(0) for k in range(num_classes)])
-    covariance = empirical_covariance(features - means[targets], assume_centered=True)
+    covariance = shared_covariance(features - means[targets])
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending
     keep = np.argsort(eigenvalues)[::-1][: min(components, len(eigenvalues))]
     floor = MAHALANOBIS_SHRINKAGE * np.trace(covariance) / len(covariance)
