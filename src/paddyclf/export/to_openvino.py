@@ -57,11 +57,17 @@ def write_openvino_int8(
 
 
 def quantized_layers(ov_model) -> set[str]:
-    """Friendly names of the layers that compute in INT8: their activation input is a FakeQuantize."""
+    """The layers that compute in INT8 (their activation input is a FakeQuantize), as ``"<type> #<i>"``.
+
+    ``i`` counts the model's convolutions and matrix products in execution order: friendly names
+    are no identity here (OpenVINO names the fused ones afresh, ``Multiply_<n>``, on every read),
+    and quantization inserts nodes but never reorders these.
+    """
+    layers = [op for op in ov_model.get_ordered_ops() if op.get_type_name() in LAYER_OPS]
     return {
-        op.get_friendly_name()
-        for op in ov_model.get_ops()
-        if op.get_type_name() in LAYER_OPS and op.input_value(0).get_node().get_type_name() == "FakeQuantize"
+        f"{op.get_type_name()} #{i}"
+        for i, op in enumerate(layers)
+        if op.input_value(0).get_node().get_type_name() == "FakeQuantize"
     }
 
 
