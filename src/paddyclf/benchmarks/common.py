@@ -93,3 +93,13 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def write_results(prefix: str | Path, result: dict, markdown_text: str) -> list[Path]:
+    """``PREFIX.json`` (the raw result) and ``PREFIX.md`` (its table), each written atomically."""
+    from ..fileio import atomic_write, write_json
+
+    json_path, md_path = Path(f"{prefix}.json"), Path(f"{prefix}.md")
+    write_json(json_path, result)
+    atomic_write(md_path, lambda tmp: tmp.write_text(markdown_text, encoding="utf-8"))
+    return [json_path, md_path]

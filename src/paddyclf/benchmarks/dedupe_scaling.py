@@ -24,8 +24,7 @@ import numpy as np
 
 from ..data import dedupe
 from ..data.synthetic import CLASSES, render_image, render_lab_photo
-from ..fileio import atomic_write, write_json
-from .common import PRINT
+from .common import PRINT, write_results
 from .dedupe import COPY_KINDS, plant_copies, score_grouping
 
 PHOTO_KINDS = ("lab", "field")
@@ -124,8 +123,7 @@ def run_dedupe_scaling(
         "rows": rows,
     }
     if output:
-        write_json(Path(output + ".json"), result)
-        atomic_write(Path(output + ".md"), lambda tmp: tmp.write_text(markdown(result), encoding="utf-8"))
+        write_results(output, result, markdown(result))
         plot(result, Path(output + ".png"))
         log(f"wrote {output}.json, {output}.md and {output}.png")
     return result

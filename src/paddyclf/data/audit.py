@@ -134,7 +134,10 @@ def summary(audit: DatasetAudit) -> dict:
         "label_conflicts": [describe(g) for g in audit.label_conflicts()],
         "counts": dict(counts),
         "largest_groups": [describe(g) for g in groups[:10]],
-        "candidate_pairs": audit.links.candidates,
+        "hash_candidate_pairs": audit.links.hash_candidates,
+        "candidate_pairs": audit.links.candidates,  # after the dense filter
+        "registered_pairs": audit.links.registered,
+        "seconds": {stage: round(seconds, 2) for stage, seconds in audit.links.seconds.items()},
         "confirmed_links": len(audit.links.pairs),
         "thresholds": {
             "hash_bits": dedupe.HASH_THRESHOLD,
