@@ -13,8 +13,9 @@ Two stages, as in classical near-duplicate detection, with a filter between them
    1b. **Dense filter** (:mod:`.dense_filter`). On lab photos the hash passes most pairs; a pair
    stays a candidate only if the normalised cross-correlation of 16x16 thumbnails (whole views and
    a 5x5 grid of 90% crops, under D4) reaches the floor a copy of either image would reach, measured
-   on the image itself. One matrix product per block of images; on 500 generated lab photos it
-   kept 1 hash candidate in 12, and every planted copy.
+   on the image itself, and only each image's 16 best pairs. One matrix product per block of
+   images; on 500 generated lab photos (plus copies) it kept 1 hash candidate in 14, and the
+   registrations grow about linearly with the photos (docs/BENCHMARKS.md section 4).
 2. **Confirmation** (exact, high precision). A perceptual hash alone pairs distinct photos that share
    a layout, e.g. thin leaves on white paper (most of the image is the same paper). Each candidate
    pair is registered: the D4 transform from stage 1, then a search over scale and shift by
