@@ -112,3 +112,20 @@ def test_unreadable_image_during_training_is_skipped_and_reported(tiny_data, tmp
     out = capsys.readouterr().out
     assert "skipped 1 unreadable image(s) this epoch" in out and victim.name in out
     assert (tmp_path / "out" / "MobileNetV3_Small_BoT_Linear_best.pt").is_file()
+
+
+def test_the_console_entry_exits_with_the_commands_code_and_its_output_flushed(tmp_path):
+    """``python -m paddyclf`` ends with ``os._exit`` after the command (cli.entry): the exit code, the
+    files and every line printed to a pipe must survive it."""
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "paddyclf", *args], capture_output=True, text=True, timeout=120)
+
+    done = run("nonleaf", "--out", str(tmp_path / "nonleaf"), "--per-kind", "1", "--size", "32")
+    assert done.returncode == 0, done.stderr
+    written = sorted(p.parent.name for p in (tmp_path / "nonleaf").rglob("*.*"))
+    assert len(written) == 7 and done.stdout.strip()  # one photo per kind, and what the command printed
+    refused = run("audit", "--metadata", str(tmp_path / "missing.csv"))
+    assert refused.returncode == 2 and "missing.csv" in refused.stderr and "Traceback" not in refused.stderr

@@ -1,7 +1,5 @@
 """``python -m paddyclf`` (also what ``torchrun -m paddyclf`` runs)."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

@@ -15,7 +15,11 @@ its ``COMMANDS`` table; this module only assembles them:
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
+import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import benchmark, data, export, serve, train, use
 from .common import Command, add_subcommands, guarded
@@ -42,4 +46,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return guarded(lambda: COMMANDS[args.command].run(args))
 
 
-__all__ = ["COMMANDS", "build_parser", "main", "train_script"]
+def entry() -> NoReturn:
+    """The ``paddyclf`` console script and ``python -m paddyclf``: :func:`main`, then a quick exit.
+
+    When a command returns, its files are written (atomically) and closed, and what is left of the
+    process is the interpreter's teardown of torch's and torchvision's native libraries: about 1.3 s
+    on 2 cores (``python -c "import torchvision"`` spends 1.3 s exiting after 3.8 s importing), paid
+    by every command, a one-photo ``predict`` as much as a ``train``. So the exit handlers run
+    (``atexit``: logging, multiprocessing's children, ``weakref.finalize``), the streams are flushed,
+    and the process ends without tearing its modules down. A command that raised exits as usual, with
+    its traceback. Python callers and the tests use :func:`main`, which returns.
+    """
+    code = main()
+    atexit._run_exitfuncs()  # what a normal exit runs first; os._exit skips only the module teardown
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+__all__ = ["COMMANDS", "build_parser", "entry", "main", "train_script"]
