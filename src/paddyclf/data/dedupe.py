@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from ..fileio import atomic_path
 from .dense_filter import MARGIN as DENSE_MARGIN
 from .dense_filter import NEIGHBOURS as DENSE_NEIGHBOURS
-from .dense_filter import dense_descriptors, passing
+from .dense_filter import dense_descriptors, grid_boxes, passing
 from .images import load_image
 from .symmetry import D4_INVERSE, transposed
 
@@ -77,20 +77,12 @@ FINE_SIGMA, FINE_LEVEL, FINE_REACH = 1.0, 0.15, 2
 CHROMA_FLOOR = 40.0  # chroma differences below 0.2 x 40 = 8 levels are noise
 THUMB_SIZE = 128  # grey thumbnail kept for the confirmation stage
 HASH_INPUT = 32  # phash's own input size (hash_size 8 x highfreq_factor 4)
-CROP_SCALE = 0.9
+HASH_GRID = 3  # the hashes' crops: a 3x3 grid of 90% crops (dense_filter.grid_boxes)
 FINGERPRINT_VERSION = 3  # 3: the dense descriptors of stage 1b
 
 
 def _phash64(image: Image.Image) -> int:
     return int(str(imagehash.phash(image)), 16)
-
-
-def crop_boxes(width: int, height: int, scale: float = CROP_SCALE) -> list[tuple[int, int, int, int]]:
-    """The 3x3 grid of ``scale`` crops (left, top, right, bottom), row by row."""
-    cw, ch = round(width * scale), round(height * scale)
-    xs = np.linspace(0, width - cw, 3).round().astype(int)
-    ys = np.linspace(0, height - ch, 3).round().astype(int)
-    return [(int(x), int(y), int(x) + cw, int(y) + ch) for y in ys for x in xs]
 
 
 @dataclass
@@ -118,7 +110,7 @@ def fingerprint_image(image: Image.Image) -> Fingerprint:
     crops = np.array(
         [
             _phash64(grey.crop(box).resize((HASH_INPUT, HASH_INPUT), Image.Resampling.LANCZOS))
-            for box in crop_boxes(*grey.size)
+            for box in grid_boxes(*grey.size, steps=HASH_GRID)
         ],
         dtype=np.uint64,
     )
