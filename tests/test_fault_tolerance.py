@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -21,6 +22,12 @@ NAME = "MobileNetV3_Small_BoT_Linear"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
 
 
+def summary(out: Path) -> list[dict]:
+    """The deterministic columns of ``<name>_summary.csv`` (not the epoch's seconds)."""
+    with (out / "results" / f"{NAME}_summary.csv").open(newline="") as fh:
+        return [{k: row[k] for k in ("epoch", *HISTORY_KEYS)} for row in csv.DictReader(fh)]
+
+
 def history(out: Path) -> dict:
     data = json.loads((out / "results" / f"{NAME}_history.json").read_text())
     return {k: data[k] for k in HISTORY_KEYS}
@@ -32,6 +39,7 @@ def final_weights(out: Path) -> dict:
 
 def assert_same_run(a: Path, b: Path) -> None:
     assert history(a) == history(b)
+    assert summary(a) == summary(b)  # the resumed run's summary.csv continued the interrupted one's
     wa, wb = final_weights(a), final_weights(b)
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

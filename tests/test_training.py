@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -68,6 +69,17 @@ def test_run_writes_checkpoint_history_metrics_and_plot(two_epoch_run):
     assert len(metrics["confusion_matrix"]) == 4
     assert (out / "results" / f"{name}_history.png").stat().st_size > 10_000
     assert not list(out.rglob("*.tmp"))
+
+
+def test_every_run_writes_a_summary_csv_with_one_row_per_epoch_of_the_history(two_epoch_run):
+    name = "MobileNetV3_Small_BoT_Linear"
+    with (two_epoch_run / "results" / f"{name}_summary.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    history = json.loads((two_epoch_run / "results" / f"{name}_history.json").read_text())
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert list(rows[0]) == ["epoch", *history]  # timm's layout: the epoch, then the history's fields
+    for key, values in history.items():
+        assert [float(r[key]) for r in rows] == pytest.approx(values, rel=1e-12)
 
 
 def test_train_loss_falls(two_epoch_run):

@@ -9,6 +9,7 @@ group, or from a web server running as another user.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -93,6 +94,18 @@ def write_bytes_durably(path: str | Path, data: bytes) -> Path:
 
 def write_json(path: str | Path, data: object) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def write_csv(path: str | Path, fieldnames: list[str], rows: list[dict]) -> Path:
+    """``rows`` under a header of ``fieldnames``, atomically."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return atomic_write(path, write)
 
 
 def save_torch(path: str | Path, obj: object) -> Path:

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import checkpoint as ckpt_io
 from ..data import DecodedCache, Normalization, TrainAugment, eval_short_side, load_label2id, load_splits, make_loader
 from ..errors import TrainingInterruptedError, UserError
-from ..fileio import save_torch, write_json
+from ..fileio import save_torch, write_csv, write_json
 from ..metrics import classification_metrics
 from ..models import create_model, model_kwargs
 from ..trust import FEATURE_SCORES, Calibration, Trust, calibrate_checkpoint, describe_fit
@@ -404,6 +404,8 @@ def run_epochs(run: Run) -> EvalResult | None:
                 raise UserError("None of the validation images could be read; see the skipped-image messages.")
             run.scheduler.step()
             _record(state, train_result, valid_result, lr)
+            if run.info.is_main:
+                write_summary(Path(config.output_dir) / "results" / f"{config.run_name}_summary.csv", state.history)
             run.log(summary_line(epoch, config.epochs, train_result, valid_result, lr))
             if valid_result.f1 > state.best_f1:
                 state.best_f1, state.best_epoch, state.stale = valid_result.f1, epoch, 0
@@ -460,6 +462,16 @@ def _record(state: RunState, train: EpochResult, valid: EvalResult, lr: float) -
     }
     for key, value in epoch_values.items():
         state.history[key].append(value)
+
+
+def write_summary(path: Path, history: dict[str, list]) -> Path:
+    """``results/<model_name>_summary.csv``: one row per epoch (``epoch``, then the history's fields),
+    as timm's ``summary.csv``. Rewritten whole and atomically after every epoch, from the history that
+    ``--resume`` restores, so an interrupted run's file is complete up to its last epoch and the
+    resumed run continues it."""
+    fields = list(history)
+    rows = [{"epoch": k + 1, **{f: history[f][k] for f in fields}} for k in range(len(history[fields[0]]))]
+    return write_csv(path, ["epoch", *fields], rows)
 
 
 def final_report(
