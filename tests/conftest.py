@@ -35,6 +35,13 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
+def china_jpg() -> Path:
+    """scikit-learn's sample photo of a temple: a real, textured photo that is not a leaf."""
+    from sklearn.datasets import images
+
+    return Path(images.__file__).parent / "china.jpg"
+
+
 def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
     """Flags for a fast CPU training run on ``tiny_data``."""
     return [

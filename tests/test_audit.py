@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.ndimage
+from conftest import china_jpg
 from PIL import Image, ImageDraw
 
 from paddyclf.benchmarks.dedupe import COPY_KINDS, plant_copies, planted_set, score_grouping
@@ -120,7 +121,7 @@ def test_a_lesion_on_one_photo_only_is_seen_by_the_fine_residual():
 
 def test_the_fine_residual_forgives_texture_a_pixel_off_but_not_a_spot_on_one_photo_only():
     """At the thumbnails' size (128 px), as stage 2 compares them."""
-    photo = Image.open(_china_jpg()).convert("L").crop((100, 0, 356, 256)).resize((132, 132))
+    photo = Image.open(china_jpg()).convert("L").crop((100, 0, 356, 256)).resize((132, 132))
     texture = np.asarray(photo, dtype=np.float32)
     # the same texture moved by a fraction of a pixel, as registration by scale and shift leaves a copy
     moved = scipy.ndimage.shift(texture, (0.6, -0.8), order=1)
@@ -134,18 +135,13 @@ def test_the_fine_residual_forgives_texture_a_pixel_off_but_not_a_spot_on_one_ph
 
 def test_a_copy_turned_two_degrees_zoomed_and_mirrored_is_joined_to_its_photo():
     """rice5's own augmentations: small rotations and zooms, which registration by scale and shift
-    alone leaves a pixel or two off in the corners."""
-    photo = Image.open(_china_jpg()).convert("RGB").crop((100, 0, 527, 427)).resize((256, 256))
+    alone leaves a pixel or two off in the corners (here the pixel-wise fine residual is 2.0%, far
+    above the 0.3% limit it had; the tolerant one passes)."""
+    photo = Image.open(china_jpg()).convert("RGB").crop((100, 0, 527, 427)).resize((256, 256))
     turned = photo.rotate(2, resample=Image.Resampling.BILINEAR).crop((5, 5, 251, 251)).resize((256, 256))
     copy = turned.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     score = dedupe.pair_score(*(dedupe.fingerprint_image(im) for im in (photo, copy)))
     assert score.confirmed(dedupe.MIN_CORRELATION, dedupe.MAX_RESIDUAL), score
-
-
-def _china_jpg() -> Path:
-    from sklearn.datasets import images
-
-    return Path(images.__file__).parent / "china.jpg"
 
 
 def test_the_scaling_benchmark_times_an_audit_and_finds_the_planted_copies(tmp_path):

@@ -125,7 +125,7 @@ def test_the_console_entry_exits_with_the_commands_code_and_its_output_flushed(t
 
     done = run("nonleaf", "--out", str(tmp_path / "nonleaf"), "--per-kind", "1", "--size", "32")
     assert done.returncode == 0, done.stderr
-    written = sorted(p.parent.name for p in (tmp_path / "nonleaf").rglob("*.*"))
+    written = list((tmp_path / "nonleaf").rglob("*.*"))
     assert len(written) == 7 and done.stdout.strip()  # one photo per kind, and what the command printed
     refused = run("audit", "--metadata", str(tmp_path / "missing.csv"))
     assert refused.returncode == 2 and "missing.csv" in refused.stderr and "Traceback" not in refused.stderr

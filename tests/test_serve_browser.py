@@ -24,6 +24,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
+from conftest import china_jpg  # noqa: E402
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -41,12 +42,6 @@ ENGINES = {"phone": "browser", "small_phone": "browser", "desktop": "server"}
 NO_WEBASSEMBLY = "delete window.WebAssembly;"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def non_leaf_photo() -> Path:
-    from sklearn.datasets import images
-
-    return Path(images.__file__).parent / "china.jpg"
 
 
 def serves_checkpoint() -> bool:
@@ -137,7 +132,7 @@ def test_diagnose_and_review_in_a_real_browser(server, browser_factory, tiny_dat
     wait.until(lambda d: d.execute_script("return document.documentElement.dataset.engine") == ENGINES[viewport])
     photo_input = driver.find_element(By.ID, "photo-input")
     assert photo_input.get_attribute("capture") == "environment" and photo_input.get_attribute("multiple")
-    photo_input.send_keys(f"{leaf}\n{non_leaf_photo()}")
+    photo_input.send_keys(f"{leaf}\n{china_jpg()}")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card:not(.pending)")) == 2)
     # diagnosed on the phone, then sent to the server's history: the card gets its number
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card[data-id]")) == 2)
@@ -194,7 +189,7 @@ def test_the_page_in_vietnamese_at_phone_size(server, browser_factory, tiny_data
     driver.find_element(By.CSS_SELECTOR, 'a[hreflang="vi"]').click()
     wait.until(lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "vi")
     assert driver.find_element(By.TAG_NAME, "h1").text == "Chẩn đoán bệnh trên lá lúa"
-    driver.find_element(By.ID, "photo-input").send_keys(f"{leaf}\n{non_leaf_photo()}")
+    driver.find_element(By.ID, "photo-input").send_keys(f"{leaf}\n{china_jpg()}")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card:not(.pending)")) == 2)
     text = driver.find_element(By.ID, "results").text
     assert any(name in text for name in ("Bệnh đạo ôn", "Bệnh bạc lá", "Bệnh đốm nâu", "Lá lúa khỏe"))

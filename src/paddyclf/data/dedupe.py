@@ -30,7 +30,8 @@ Two stages, as in classical near-duplicate detection, with a filter between them
 
 Groups are the connected components of *confirmed* links only: a candidate that fails
 confirmation never joins two groups. The thresholds (``HASH_THRESHOLD``, ``MIN_CORRELATION``,
-``MAX_RESIDUAL``) were chosen by ``paddyclf benchmark dedupe`` on planted copies; see docs/BENCHMARKS.md.
+``MAX_RESIDUAL``, ``MAX_FINE_RESIDUAL``) were chosen on planted copies (``paddyclf benchmark dedupe``)
+and on rice5's own augmented copies; see docs/BENCHMARKS.md section 4.
 """
 
 from __future__ import annotations
