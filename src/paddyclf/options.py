@@ -28,11 +28,18 @@ def derived_option(help: str, derived: str | Callable[[str], str], **extra):  # 
 
 
 def _field_type(config_class: type, f: dataclasses.Field) -> type:
-    """The non-None type of a dataclass field (``int | None`` -> int)."""
+    """The non-None type of a dataclass field (``int | None`` -> int; ``tuple[str, ...]`` stays as it is)."""
     hint = typing.get_type_hints(config_class)[f.name]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     return hint
+
+
+def _value_type(kind) -> tuple[type, str | None]:
+    """(argparse ``type``, ``nargs``) of a field: a ``tuple[X, ...]`` takes one or more X values."""
+    if typing.get_origin(kind) is tuple:
+        return typing.get_args(kind)[0], "+"
+    return kind, None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, defaults, skip: set[str] = frozenset()) -> None:
@@ -56,18 +63,26 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults, skip: set[st
             parser.add_argument(flag, action=action, default=default, help=help_text)
         else:
             required = f.metadata.get("required", False)
+            value_type, nargs = _value_type(kind)
+            if nargs and not required:
+                choices = f" (choices: {', '.join(f.metadata['choices'])})" if "choices" in f.metadata else ""
+                help_text = f.metadata["help"] + f"{choices} (default: {' '.join(map(str, default))})"
             parser.add_argument(
                 flag,
-                type=kind,
+                type=value_type,
+                nargs=nargs,
                 default=default,
                 required=required,
                 help=f.metadata["help"] if required else help_text,
                 choices=f.metadata.get("choices"),
-                metavar=None if "choices" in f.metadata else f.name.upper(),
+                metavar=None if "choices" in f.metadata and not nargs else f.name.upper(),
             )
 
 
 def config_from_args(args: argparse.Namespace, defaults):
     """The config (of the type of ``defaults``) the parsed flags describe; fields without a flag keep ``defaults``."""
     values = {f.name: getattr(args, f.name, getattr(defaults, f.name)) for f in dataclasses.fields(defaults)}
+    for f in dataclasses.fields(defaults):  # argparse gives nargs values as a list
+        if isinstance(values[f.name], list):
+            values[f.name] = tuple(values[f.name])
     return type(defaults)(**values)

@@ -7,6 +7,7 @@ its ``COMMANDS`` table; this module only assembles them:
 - :mod:`.train`: ``train``, ``demo`` (and the root ``train_<model>.py`` scripts);
 - :mod:`.data`: ``prepare``, ``audit``, ``nonleaf``;
 - :mod:`.use`: ``evaluate``, ``calibrate``, ``predict``, ``explain``, ``compare``;
+- :mod:`.selection`: ``cv``;
 - :mod:`.export`: ``export``;
 - :mod:`.serve`: ``serve``, ``serve-export``;
 - :mod:`.benchmark`: ``benchmark <name>``.
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import benchmark, data, export, serve, train, use
+from . import benchmark, data, export, selection, serve, train, use
 from .common import Command, add_subcommands, guarded
 from .train import train_script
 
@@ -29,6 +30,7 @@ COMMANDS: dict[str, Command] = {
     **train.COMMANDS,
     **data.COMMANDS,
     **use.COMMANDS,
+    **selection.COMMANDS,
     **export.COMMANDS,
     **serve.COMMANDS,
     **benchmark.COMMANDS,

@@ -134,13 +134,48 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", nargs="+", metavar="RESULTS_JSON", help="results/<model_name>_metrics.json files")
+    parser.add_argument(
+        "results",
+        nargs="+",
+        metavar="FILE",
+        help="results/<model_name>_metrics.json files; with --test, two model files (checkpoints or exports)",
+    )
     parser.add_argument("--output", default="comparison", help="output folder (default: comparison)")
+    parser.add_argument(
+        "--test",
+        metavar="CSV",
+        default=None,
+        help="run the two models on this metadata's test rows (every row without a split column) and test "
+        "the difference with McNemar's exact test",
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size with --test (default: 32)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers with --test (default: 0)")
+
+
+def run_paired_test(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from ..inference.paired import compare_on_test
+
+    if len(args.results) != 2:
+        raise UserError(f"compare --test takes exactly two model files (got {len(args.results)}).")
+    report = compare_on_test(*args.results, args.test, args.output, args.batch_size, args.num_workers)
+    test = report["mcnemar"]
+    for side in ("a", "b"):
+        print(f"{side.upper()}: {report[side]['name']}  accuracy {report[side]['accuracy']:.4f}")
+    print(
+        f"{report['num_images']} paired photos: only A right {test['only_a_right']}, only B right "
+        f"{test['only_b_right']}; McNemar exact p = {test['p_value']:.4g}"
+    )
+    print(report["verdict"])
+    print(f"Wrote {args.output}/paired_test.md, paired_test.json, disagreements.csv")
+    return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:
     from ..inference.compare import compare_results, markdown_table
 
+    if args.test is not None:
+        return run_paired_test(args)
     rows = compare_results(args.results, args.output)
     print(markdown_table(rows), end="")
     print(f"Wrote {args.output}/comparison.md, comparison.csv, accuracy_vs_fps.png, size.png")
@@ -160,5 +195,9 @@ COMMANDS = {
     ),
     "predict": Command("top-k predictions and a verdict for images and folders", add_predict_arguments, run_predict),
     "explain": Command("Grad-CAM heat maps over photos", add_explain_arguments, run_explain),
-    "compare": Command("table and plots from several metrics JSON files", add_compare_arguments, run_compare),
+    "compare": Command(
+        "table and plots from several metrics JSON files; with --test, a paired test of two models",
+        add_compare_arguments,
+        run_compare,
+    ),
 }
