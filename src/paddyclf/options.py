@@ -14,6 +14,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import field
+from pathlib import Path
 
 
 def option(default, help: str, **extra):  # noqa: A002 - mirrors argparse's own keyword
@@ -86,3 +87,56 @@ def config_from_args(args: argparse.Namespace, defaults):
         if isinstance(values[f.name], list):
             values[f.name] = tuple(values[f.name])
     return type(defaults)(**values)
+
+
+CONFIG_FILE_HELP = (
+    "a YAML or JSON file of this command's flags ({epochs: 20, head_lr: 0.002, models: [A, B]}: keys are "
+    "flag names, with - or _); flags given on the command line override it"
+)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping a ``--config`` file holds (YAML, of which JSON is a subset)."""
+    import yaml
+
+    from .errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Config file {path} not found.")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"Config file {path} is not valid YAML or JSON: {' '.join(str(exc).split())}.") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+        raise UserError(f"Config file {path} must hold a mapping of flag names to values.")
+    return values
+
+
+def config_file_flags(values: dict, default_of: Callable[[str], object], source: str) -> list[str]:
+    """``values`` of a config file as command-line flags, for argparse to check and convert.
+
+    ``default_of(dest)`` is the parser's default of a flag: a false boolean becomes ``--no-<flag>``
+    only where the flag is on by default (a switch that is off by default is simply left out).
+    The flags go before the command line's own, so that those override them (argparse keeps the last).
+    """
+    from .errors import UserError
+
+    flags: list[str] = []
+    for key, value in values.items():
+        dest = key.strip().lstrip("-").replace("-", "_")
+        flag = "--" + dest.replace("_", "-")
+        if isinstance(value, bool):
+            if value:
+                flags.append(flag)
+            elif default_of(dest) is True:
+                flags.append("--no-" + flag[2:])
+        elif isinstance(value, list | tuple):
+            flags += [flag, *map(str, value)]
+        elif isinstance(value, str | int | float):
+            flags += [flag, str(value)]
+        elif value is not None:
+            raise UserError(f"{source}: {key} must be a number, a string, a boolean or a list (got {value!r}).")
+    return flags

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import benchmark, data, export, selection, serve, train, use
-from .common import Command, add_subcommands, guarded
+from .common import Command, add_subcommands, guarded, with_config_file
 from .train import train_script
 
 COMMANDS: dict[str, Command] = {
@@ -38,14 +38,29 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _build_parsers()[0]
+
+
+def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog="paddyclf", description="Rice leaf-disease classification.")
-    add_subcommands(parser, COMMANDS, "command")
-    return parser
+    return parser, add_subcommands(parser, COMMANDS, "command")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return guarded(lambda: COMMANDS[args.command].run(args))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, commands = _build_parsers()
+    args = parser.parse_args(argv)
+
+    def run() -> int:
+        config_file = getattr(args, "config", None)
+        if config_file is None:
+            return COMMANDS[args.command].run(args)
+        # a --config file's values enter as flags before the command line's own: argparse checks and
+        # converts them like typed flags, and the command line overrides them
+        full = parser.parse_args(with_config_file(argv, args.command, commands[args.command], config_file))
+        return COMMANDS[args.command].run(full)
+
+    return guarded(run)
 
 
 def entry() -> NoReturn:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..options import add_config_arguments, config_from_args
+from ..options import CONFIG_FILE_HELP, add_config_arguments, config_from_args
 from ..training.config import TrainConfig
 from .common import Command
 
@@ -16,6 +16,7 @@ def add_cv_arguments(parser: argparse.ArgumentParser) -> None:
     from ..selection.cv import CrossValidationConfig
 
     add_config_arguments(parser, CrossValidationConfig())
+    parser.add_argument("--config", metavar="FILE", default=None, help=CONFIG_FILE_HELP)
     add_config_arguments(parser.add_argument_group("training (every run)"), TrainConfig(), TRAIN_FLAGS_SET_BY_CV)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from ..errors import UserError
 from ..models import model_arguments
-from ..options import add_config_arguments, config_from_args
+from ..options import CONFIG_FILE_HELP, add_config_arguments, config_from_args
 from ..training.config import TrainConfig
 from .common import Command, guarded
 
@@ -21,6 +21,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, model: str | None = Non
     defaults = TrainConfig() if model is None else TrainConfig(model=model)
     skip = set() if model is None else {"model"} | ({"reduction"} - model_arguments(model))
     add_config_arguments(parser, defaults, skip)
+    if model is None:  # `paddyclf train`: the root scripts take flags only
+        parser.add_argument("--config", metavar="FILE", default=None, help=CONFIG_FILE_HELP)
 
 
 def run_train(args: argparse.Namespace, model: str | None = None) -> int:
