@@ -137,8 +137,9 @@ def test_an_interrupted_cv_resumes_and_refuses_other_settings(planted, cv_run, c
     before = json.loads((cv_run / "cv.json").read_text())["runs"]
     (cv_run / "runs" / MODELS[1] / "r0-f2" / "fold.json").unlink()  # as if stopped during that run
     capsys.readouterr()
-    assert main(cv_args(planted[0], cv_run)) == 0
+    assert main(cv_args(planted[0], cv_run, "--tensorboard", str(cv_run / "tb"))) == 0  # logging elsewhere is allowed
     out = capsys.readouterr().out
+    assert (cv_run / "tb" / f"cv-{cv_run.name}" / "r0-f2" / MODELS[1]).is_dir()  # the retrained run, grouped
     assert out.count("finished earlier, read back") == 5 and out.count(": training ...") == 1
     after = json.loads((cv_run / "cv.json").read_text())["runs"]
     assert after[:5] == before[:5] and after[5]["accuracy"] == before[5]["accuracy"]  # same seed, same run

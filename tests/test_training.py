@@ -253,14 +253,15 @@ def test_classification_metrics_equal_scikit_learns_with_absent_classes():
     assert mine["confusion_matrix"] == confusion_matrix(targets, predictions, labels=labels).tolist()
 
 
-def test_the_training_process_does_not_import_scikit_learn():
-    """Its import was about 0.6 s of every run (docs/BENCHMARKS.md section 3)."""
+def test_the_training_process_does_not_import_scikit_learn_or_a_tracker():
+    """scikit-learn's import was about 0.6 s of every run (docs/BENCHMARKS.md section 3); TensorBoard and
+    MLflow are optional extras, imported only with --tensorboard or --mlflow."""
     code = (
         "import sys, paddyclf.cli, paddyclf.cli.train, paddyclf.training.run, paddyclf.trust.fit; "
-        "print('sklearn' in sys.modules)"
+        "print([m for m in ('sklearn', 'tensorboard', 'mlflow') if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False"
+    assert done.stdout.strip() == "[]"
 
 
 def test_fps_is_the_throughput_of_full_batches_after_the_warm_up():

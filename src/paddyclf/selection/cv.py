@@ -38,6 +38,8 @@ from .summary import summarise
 
 # TrainConfig fields that cross-validation sets per run; the rest come from the user's flags
 PER_RUN_FIELDS = frozenset({"model", "model_name", "metadata", "output_dir", "resume", "save_history", "plot"})
+# where runs are logged does not change them: a resumed cv may log elsewhere
+TRACKING_FIELDS = frozenset({"tensorboard", "mlflow", "mlflow_experiment", "track_group"})
 
 
 @dataclass
@@ -75,7 +77,8 @@ def run_name(repeat: int, fold: int) -> str:
 
 def shared_settings(cv: CrossValidationConfig, train: TrainConfig, metadata: Path, label2id: Path) -> dict:
     """Everything that fixes the runs except the list of models: ``plan.json``."""
-    flags = {k: v for k, v in dataclasses.asdict(train).items() if k not in PER_RUN_FIELDS | {"label2id"}}
+    skip = PER_RUN_FIELDS | TRACKING_FIELDS | {"label2id"}
+    flags = {k: v for k, v in dataclasses.asdict(train).items() if k not in skip}
     return {
         "folds": cv.folds,
         "repeats": cv.repeats,
@@ -163,6 +166,8 @@ def train_and_evaluate(
         train_config, model=model, model_name=model, metadata=str(fold_csv), output_dir=str(run_dir),
         seed=train_config.seed + repeat, resume=str(last) if last.is_file() else None,
         save_history=True, plot=False,
+        # tracked runs of one cv share a group: TensorBoard's DIR/<group>/r<R>-f<K>/<model>, MLflow's tag
+        track_group=f"{train_config.track_group or 'cv-' + out.resolve().name}/{run_name(repeat, fold)}",
     )  # fmt: skip
     config.validate()
     try:

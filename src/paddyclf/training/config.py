@@ -96,6 +96,18 @@ class TrainConfig:
     )
     resume: str | None = option(None, "continue from a <model_name>_last.pt written by an interrupted run")
     sync_bn: bool = option(False, "SyncBatchNorm across processes under torchrun")
+    tensorboard: str | None = option(
+        None, "log each epoch, the hparams with the final metrics and the confusion matrix to DIR/<model_name>"
+    )
+    mlflow: str | None = option(
+        None,
+        "log params, per-epoch metrics and the checkpoint and result files to MLflow: a tracking URI, or a folder "
+        "(a local store: DIR/mlflow.db and DIR/artifacts)",
+    )
+    mlflow_experiment: str = option("paddyclf", "the MLflow experiment of the run (with --mlflow)")
+    track_group: str | None = option(
+        None, "a name shared by related runs (cv sets it): TensorBoard's subfolder, MLflow's paddyclf.group tag"
+    )
 
     def __post_init__(self) -> None:
         for name, value in recipe_values(self.recipe).items():

@@ -11,9 +11,10 @@ import contextlib
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -40,6 +41,7 @@ from .engine import (
 )
 from .recipe import BatchMixer, EmaWeights, make_criterion, make_scheduler
 from .state import RunState, load_train_state, restore_train_state, save_train_state
+from .tracking import Tracker, make_tracker, scalar_hparams
 
 FPS_BATCH_SIZE = 32
 HISTORY_KEYS = ("train_loss", "valid_loss", "train_acc", "valid_acc", "valid_f1", "learning_rates")
@@ -203,6 +205,7 @@ class Run:
     norm: Normalization
     state: RunState
     progress: bool
+    tracker: Tracker = field(default_factory=Tracker)  # --tensorboard / --mlflow (rank 0), else a no-op
 
     @property
     def num_classes(self) -> int:
@@ -349,9 +352,16 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
         run.log(f"Resumed from {config.resume}: epoch {state.epoch}" + (", mid-epoch" if state.skip else ""))
 
     start = time.perf_counter()
-    best_valid = run_epochs(run)
-    calibration = calibrate_best(run, splits, cache, best_valid) if config.calibrate and info.is_main else None
-    return final_report(run, best_valid, time.perf_counter() - start, num_params, size_mb, calibration)
+    run.tracker = make_tracker(config, info.is_main, first_epoch=state.epoch)
+    try:
+        best_valid = run_epochs(run)
+        calibration = calibrate_best(run, splits, cache, best_valid) if config.calibrate and info.is_main else None
+        metrics = final_report(run, best_valid, time.perf_counter() - start, num_params, size_mb, calibration)
+    except BaseException:  # an interrupted or failed run is closed as such (MLflow: FAILED)
+        run.tracker.close(failed=True)
+        raise
+    run.tracker.close()
+    return metrics
 
 
 def reuse_valid_outputs(run: Run) -> bool:
@@ -395,6 +405,7 @@ def run_epochs(run: Run) -> EvalResult | None:
         while state.epoch <= config.epochs and not (0 < config.patience <= state.stale):
             epoch = state.epoch
             lr = head_lr_of(run.optimizer)
+            rates = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
             train_result = _train_epoch(run, epoch, stop)
             valid_result = evaluate(
                 run.eval_model, run.valid_loader, run.device, run.num_classes, run.amp_dtype, config.channels_last,
@@ -406,6 +417,7 @@ def run_epochs(run: Run) -> EvalResult | None:
             _record(state, train_result, valid_result, lr)
             if run.info.is_main:
                 write_summary(Path(config.output_dir) / "results" / f"{config.run_name}_summary.csv", state.history)
+            run.tracker.epoch(epoch, tracked_values(train_result, valid_result, rates))
             run.log(summary_line(epoch, config.epochs, train_result, valid_result, lr))
             if valid_result.f1 > state.best_f1:
                 state.best_f1, state.best_epoch, state.stale = valid_result.f1, epoch, 0
@@ -462,6 +474,20 @@ def _record(state: RunState, train: EpochResult, valid: EvalResult, lr: float) -
     }
     for key, value in epoch_values.items():
         state.history[key].append(value)
+
+
+def tracked_values(train: EpochResult, valid: EvalResult, rates: dict[str, float]) -> dict[str, float]:
+    """What the trackers get per epoch: losses, accuracy, macro-F1, every group's learning rate (as the
+    epoch trained with it, before the scheduler's step), seconds."""
+    return {
+        "train/loss": train.loss,
+        "valid/loss": valid.loss,
+        "train/accuracy": train.accuracy,
+        "valid/accuracy": valid.accuracy,
+        "valid/macro_f1": valid.f1,
+        **{f"lr/{name}": rate for name, rate in rates.items()},
+        "time/epoch_seconds": train.seconds + valid.seconds,
+    }
 
 
 def write_summary(path: Path, history: dict[str, list]) -> Path:
@@ -547,4 +573,24 @@ def final_report(
         from ..plots import plot_history  # imported late: matplotlib costs 0.2 s of start-up
 
         plot_history(state.history, results_dir / f"{config.run_name}_history.png", title=config.run_name)
+    track_final(run, metrics, best_valid, training_seconds)
     return metrics
+
+
+def track_final(run: Run, metrics: dict, best_valid: EvalResult, training_seconds: float) -> None:
+    """The hparams with the final metrics, the best epoch's confusion matrix, the checkpoint and result files."""
+    if type(run.tracker) is Tracker:  # no tracker: skip the confusion matrix
+        return
+    names = ckpt_io.class_names(run.label2id)
+    confusion = classification_metrics(best_valid.targets, best_valid.predictions, run.num_classes, names)
+    final = {
+        "valid_acc": best_valid.accuracy,
+        "valid_f1": best_valid.f1,
+        "valid_loss": best_valid.loss,
+        "best_epoch": float(run.state.best_epoch),
+        "fps": float(metrics["fps"]),
+        "training_seconds": training_seconds,
+    }
+    results = Path(run.config.output_dir) / "results"
+    files = [run.best_path, *sorted(results.glob(f"{run.config.run_name}_*"))]
+    run.tracker.finish(scalar_hparams(run.config), final, np.asarray(confusion["confusion_matrix"]), names, files)
