@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 # one pip run for everything (not dev first, then the rest): a fresh `make test` resolves once
 $(VENV)/.installed-all: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,deploy,serve,track]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,deploy,serve,track,tune]'
 	touch $(VENV)/.installed $@
 
 demo: install

@@ -7,7 +7,7 @@ its ``COMMANDS`` table; this module only assembles them:
 - :mod:`.train`: ``train``, ``demo`` (and the root ``train_<model>.py`` scripts);
 - :mod:`.data`: ``prepare``, ``audit``, ``nonleaf``;
 - :mod:`.use`: ``evaluate``, ``calibrate``, ``predict``, ``explain``, ``compare``;
-- :mod:`.selection`: ``cv``;
+- :mod:`.selection`: ``cv``, ``tune``;
 - :mod:`.export`: ``export``;
 - :mod:`.serve`: ``serve``, ``serve-export``;
 - :mod:`.benchmark`: ``benchmark <name>``.

@@ -1,4 +1,5 @@
-"""Choosing a model: ``paddyclf cv`` (grouped cross-validation with paired tests)."""
+"""Choosing a model and its settings: ``paddyclf cv`` (grouped cross-validation with paired tests) and
+``paddyclf tune`` (an Optuna search)."""
 
 from __future__ import annotations
 
@@ -36,10 +37,38 @@ def run_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+# set per trial by tune (its folder, no resume or per-run files): not flags of `tune`
+TRAIN_FLAGS_SET_BY_TUNE = {"output_dir", "resume", "save_history", "plot", "model_name", "track_group"}
+
+
+def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..selection.tune import TuneConfig, describe_space
+
+    parser.description = f"{parser.description}. The declared space: {describe_space()}."
+    add_config_arguments(parser, TuneConfig())
+    parser.add_argument("--config", metavar="FILE", default=None, help=CONFIG_FILE_HELP)
+    add_config_arguments(parser.add_argument_group("training (every trial)"), TrainConfig(), TRAIN_FLAGS_SET_BY_TUNE)
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from ..selection.tune import TuneConfig, run_tune
+
+    result = run_tune(config_from_args(args, TuneConfig()), config_from_args(args, TrainConfig()))
+    settings = ", ".join(f"{k}={v}" for k, v in result["config"].items() if k in result["params"])
+    print(f"Best: trial {result['best_trial']}, macro-F1 {result['best_value']:.4f} ({settings})")
+    print(f"Train it: paddyclf train --config {args.output_dir}/best_config.yaml")
+    return 0
+
+
 COMMANDS = {
     "cv": Command(
         "grouped K-fold cross-validation of one or more models: intervals and corrected paired t-tests",
         add_cv_arguments,
         run_cv,
+    ),
+    "tune": Command(
+        "Optuna search over learning rates, weight decay, dropout, image size and recipe pieces (resumable)",
+        add_tune_arguments,
+        run_tune,
     ),
 }

@@ -4,7 +4,8 @@
   ``StratifiedGroupKFold``);
 - :mod:`.cv`: ``paddyclf cv``, every model trained and tested on the same folds, resumable;
 - :mod:`.summary`: intervals and the Nadeau-Bengio corrected t-test from the stored runs;
-- :mod:`.report`: ``cv.md`` and ``cv_scores.png``.
+- :mod:`.report`: ``cv.md`` and ``cv_scores.png``;
+- :mod:`.tune`: ``paddyclf tune``, an Optuna search over the declared space.
 
 The statistics themselves are :mod:`paddyclf.stats` (also used by ``compare --test``).
 """

@@ -199,8 +199,16 @@ def train_and_evaluate(
     return result
 
 
-def run_cv(cv: CrossValidationConfig, train_config: TrainConfig, log: Callable[[str], None] = print) -> dict:
-    """Cross-validate every model of ``cv.models`` on the same grouped folds; return what ``cv.json`` holds."""
+def run_cv(
+    cv: CrossValidationConfig,
+    train_config: TrainConfig,
+    log: Callable[[str], None] = print,
+    on_run: Callable[[list[dict]], None] | None = None,
+) -> dict:
+    """Cross-validate every model of ``cv.models`` on the same grouped folds; return what ``cv.json`` holds.
+
+    ``on_run(runs)`` hears the runs so far after each newly trained one (``tune`` reports them to its pruner).
+    """
     cv.validate()
     train_config.validate()
     out = Path(cv.output_dir)
@@ -228,6 +236,8 @@ def run_cv(cv: CrossValidationConfig, train_config: TrainConfig, log: Callable[[
                     train_and_evaluate(train_config, model, repeat, fold, fold_csvs[run_name(repeat, fold)], out)
                 )
                 log(f"{step}: test accuracy {runs[-1]['accuracy']:.4f}  macro-F1 {runs[-1]['macro_f1']:.4f}")
+                if on_run is not None:
+                    on_run(runs)
     result = {
         "plan": {**shared_settings(cv, train_config, metadata, label2id_path), "models": list(cv.models)},
         "pool": {"photos": len(pool), "groups": len(set(groups)), "held_out_test": held_out},

@@ -168,8 +168,11 @@ def summed_over_ranks(result: EpochResult, info: DistInfo) -> EpochResult:
 # --------------------------------------------------------------------------- the run
 
 
-def train(config: TrainConfig, progress: bool | None = None) -> dict:
+def train(config: TrainConfig, progress: bool | None = None, tracker: Tracker | None = None) -> dict:
     """Run a full training as ``config`` describes; return the final metrics dict.
+
+    ``tracker`` also hears every epoch and the end (beside ``--tensorboard`` / ``--mlflow``): ``tune``
+    reports to Optuna through it, and may stop a run by raising from :meth:`Tracker.epoch`.
 
     Raises :class:`UserError` for bad input before anything is written, and
     :class:`TrainingInterruptedError` after saving ``<model_name>_last.pt`` on SIGINT/SIGTERM.
@@ -178,7 +181,7 @@ def train(config: TrainConfig, progress: bool | None = None) -> dict:
     device_type = resolve_device(config.device).type
     info = init_distributed(device_type)
     try:
-        return _train(config, info, progress)
+        return _train(config, info, progress, tracker)
     finally:
         shutdown_distributed(info)
 
@@ -280,7 +283,7 @@ def check_every_class_trains(train: list, label2id: dict[str, int], config: Trai
         )
 
 
-def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
+def _train(config: TrainConfig, info: DistInfo, progress: bool | None, tracker: Tracker | None = None) -> dict:
     progress = info.is_main and (sys.stderr.isatty() if progress is None else progress)
     device = resolve_device(config.device, info.local_rank)
 
@@ -352,7 +355,7 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None) -> dict:
         run.log(f"Resumed from {config.resume}: epoch {state.epoch}" + (", mid-epoch" if state.skip else ""))
 
     start = time.perf_counter()
-    run.tracker = make_tracker(config, info.is_main, first_epoch=state.epoch)
+    run.tracker = make_tracker(config, info.is_main, first_epoch=state.epoch, extra=tracker)
     try:
         best_valid = run_epochs(run)
         calibration = calibrate_best(run, splits, cache, best_valid) if config.calibrate and info.is_main else None

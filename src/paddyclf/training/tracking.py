@@ -153,11 +153,11 @@ class MLflowTracker(Tracker):
             self.mlflow.end_run(status="FAILED" if failed else "FINISHED")
 
 
-def make_tracker(config, is_main: bool, first_epoch: int = 1) -> Tracker:
-    """The trackers ``config`` asks for (``tensorboard``, ``mlflow``), on rank 0 only."""
+def make_tracker(config, is_main: bool, first_epoch: int = 1, extra: Tracker | None = None) -> Tracker:
+    """The trackers ``config`` asks for (``tensorboard``, ``mlflow``) and ``extra``, on rank 0 only."""
     if not is_main:
         return Tracker()
-    trackers: list[Tracker] = []
+    trackers: list[Tracker] = [] if extra is None else [extra]
     group = config.track_group
     if config.tensorboard:
         log_dir = Path(config.tensorboard) / (group or "") / config.run_name
