@@ -28,8 +28,10 @@ def trials_of(out) -> list[dict]:
 @pytest.mark.slow
 def test_tune_writes_a_best_config_that_train_accepts_and_resumes_from_its_storage(tiny_data, tmp_path):
     out = tmp_path / "tune"
-    assert main(tune_args(tiny_data, out, "--trials", "3")) == 0
+    assert main(tune_args(tiny_data, out, "--trials", "3", "--tensorboard", str(tmp_path / "tb"))) == 0
     trials = trials_of(out)
+    for k in range(3):  # each trial tracked, grouped under the study
+        assert (tmp_path / "tb" / "tune-paddyclf" / f"trial_{k:04d}" / "MobileNetV3_Small_BoT_Linear").is_dir()
     assert [t["number"] for t in trials] == ["0", "1", "2"] and {t["state"] for t in trials} <= {"COMPLETE", "PRUNED"}
     assert (out / "study.db").is_file() and (out / "optimization_history.png").stat().st_size > 5_000
     best = yaml.safe_load((out / "best_config.yaml").read_text())

@@ -119,9 +119,11 @@ def trial_value(trial, tune: TuneConfig, train_config: TrainConfig, log: Callabl
     from ..training import train
 
     folder = Path(tune.output_dir) / "trials" / f"trial_{trial.number:04d}"
+    group = f"{train_config.track_group or 'tune-' + tune.study_name}/trial_{trial.number:04d}"  # tracked, grouped
     config = dataclasses.replace(
-        train_config, **sample(trial, tune.params), output_dir=str(folder), resume=None, save_history=False, plot=False
-    )
+        train_config, **sample(trial, tune.params), output_dir=str(folder), resume=None, save_history=False,
+        plot=False, track_group=group,
+    )  # fmt: skip
     log(f"trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in trial.params.items()))
     if not tune.cv:
         return train(config, tracker=PruningReporter(trial))["valid_f1"]
