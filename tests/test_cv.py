@@ -145,6 +145,13 @@ def test_an_interrupted_cv_resumes_and_refuses_other_settings(planted, cv_run, c
     assert after[:5] == before[:5] and after[5]["accuracy"] == before[5]["accuracy"]  # same seed, same run
     assert main(cv_args(planted[0], cv_run, "--epochs", "2")) == 2
     assert "other settings (train, --epochs)" in capsys.readouterr().err
+    original = planted[0].read_text()
+    try:  # the same file with one photo fewer: other folds, so nothing may be read back
+        planted[0].write_text("".join(original.splitlines(keepends=True)[:-1]))
+        assert main(cv_args(planted[0], cv_run)) == 2
+        assert "other settings (folds_sha256)" in capsys.readouterr().err
+    finally:
+        planted[0].write_text(original)
 
 
 @pytest.mark.slow

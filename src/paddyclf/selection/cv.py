@@ -106,19 +106,28 @@ def check_plan(path: Path, plan: dict) -> None:
         write_json(path, plan)
 
 
-def write_fold_files(out: Path, pool, groups: list[str], assignment, n_folds: int) -> dict[str, Path]:
-    """``folds.csv`` (path, label, group, test fold per repeat) and one metadata CSV per run."""
-    repeats = assignment.shape[0]
-    rows = [
+def fold_rows(pool, groups: list[str], assignment) -> list[dict]:
+    """The rows of ``folds.csv``: path, label, group, and the test fold per repeat (``fold_r<R>``)."""
+    return [
         {
             "path": str(p.path),
             "label": p.label,
             "group": g,
-            **{f"fold_r{r}": int(assignment[r, k]) for r in range(repeats)},
+            **{f"fold_r{r}": int(assignment[r, k]) for r in range(assignment.shape[0])},
         }
         for k, (p, g) in enumerate(zip(pool, groups, strict=True))
     ]
-    write_csv(out / "folds.csv", ["path", "label", "group", *[f"fold_r{r}" for r in range(repeats)]], rows)
+
+
+def rows_sha256(rows: list[dict]) -> str:
+    """A fingerprint of the photos and their folds: runs read back must come from the same folds."""
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def write_fold_files(out: Path, pool, groups: list[str], assignment, n_folds: int, rows: list[dict]) -> dict[str, Path]:
+    """``folds.csv`` (``rows``) and one metadata CSV per run (its photos' roles)."""
+    repeats = assignment.shape[0]
+    write_csv(out / "folds.csv", list(rows[0]), rows)
     metadata = {}
     for repeat in range(repeats):
         for fold in range(n_folds):
@@ -218,8 +227,10 @@ def run_cv(
     pool, held_out = read_pool(metadata, label2id, log)
     groups = dataset_groups(pool, out / ".fingerprints", log)
     assignment = grouped_folds([p.label for p in pool], groups, cv.folds, cv.repeats, train_config.seed)
-    check_plan(out / "plan.json", shared_settings(cv, train_config, metadata, label2id_path))
-    fold_csvs = write_fold_files(out, pool, groups, assignment, cv.folds)
+    rows = fold_rows(pool, groups, assignment)
+    settings = {**shared_settings(cv, train_config, metadata, label2id_path), "folds_sha256": rows_sha256(rows)}
+    check_plan(out / "plan.json", settings)  # the metadata's photos, groups or labels changed: other folds
+    fold_csvs = write_fold_files(out, pool, groups, assignment, cv.folds, rows)
     runs = []
     total = len(cv.models) * cv.repeats * cv.folds
     for model in cv.models:
@@ -239,12 +250,11 @@ def run_cv(
                 if on_run is not None:
                     on_run(runs)
     result = {
-        "plan": {**shared_settings(cv, train_config, metadata, label2id_path), "models": list(cv.models)},
+        "plan": {**settings, "models": list(cv.models)},
         "pool": {"photos": len(pool), "groups": len(set(groups)), "held_out_test": held_out},
         "classes": classes,
         "runs": runs,
         "summary": summarise(runs, list(cv.models), classes),
-        "folds_sha256": hashlib.sha256((out / "folds.csv").read_bytes()).hexdigest(),
     }
     write_json(out / "cv.json", result)
     text = markdown_report(result)
