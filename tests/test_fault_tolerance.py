@@ -155,8 +155,9 @@ def test_non_finite_loss_stops_with_epoch_and_step(tiny_data, tmp_path, capsys):
 def test_torchrun_two_processes_with_ema_report_the_metrics_of_a_single_process_evaluation(tiny_data, tmp_path):
     # 7: shards of unequal size; EMA and MixUp on: each rank averages its (synchronised) weights
     args = tiny_args(
-        tiny_data, tmp_path, "--save-history", "--valid-limit", "7", "--ema-decay", "0.9", "--mixup", "0.2"
-    )
+        tiny_data, tmp_path, "--save-history", "--valid-limit", "7", "--ema-decay", "0.9", "--mixup", "0.2",
+        "--tensorboard", str(tmp_path / "tb"),
+    )  # fmt: skip
     cmd = [
         sys.executable,
         "-m",
@@ -171,6 +172,7 @@ def test_torchrun_two_processes_with_ema_report_the_metrics_of_a_single_process_
     result = subprocess.run(cmd, capture_output=True, text=True, env={**ENV, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Training finished. Metrics:") == 1  # only rank 0 prints
+    assert len(list((tmp_path / "tb").rglob("events.out.tfevents.*"))) == 2  # and logs: its epochs, its hparams
     metrics = json.loads((tmp_path / "results" / f"{NAME}_metrics.json").read_text())
     assert metrics["processes"] == 2
     from paddyclf.data import load_label2id, load_splits
