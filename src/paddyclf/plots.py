@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
@@ -40,3 +41,26 @@ def plot_history(history: dict, path: str | Path, title: str = "") -> Path:
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def confusion_figure(matrix, names: list[str]):
+    """A confusion matrix (rows true, columns predicted) as counts and row-normalised, side by side."""
+    matrix = np.asarray(matrix)
+    row_sums = matrix.sum(1, keepdims=True)
+    normalised = np.divide(matrix, row_sums, out=np.zeros_like(matrix, dtype=float), where=row_sums > 0)
+    size = max(5.0, 0.55 * len(names) + 3)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
+    for ax, data, title, fmt in (
+        (axes[0], matrix, "counts", "d"),
+        (axes[1], normalised, "row-normalised", ".2f"),
+    ):
+        ax.imshow(data, cmap="Blues")
+        ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(len(names)), yticks=range(len(names)))
+        ax.set_xticklabels(names, rotation=45, ha="right")
+        ax.set_yticklabels(names)
+        peak = data.max() if data.size else 0
+        for (i, j), value in np.ndenumerate(data):
+            color = "white" if peak and value > peak / 2 else "black"
+            ax.text(j, i, format(value, fmt), ha="center", va="center", color=color, fontsize=8)
+    fig.tight_layout()
+    return fig

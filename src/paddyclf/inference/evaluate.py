@@ -78,33 +78,9 @@ def per_class_table(per_class: dict) -> str:
 
 
 def plot_confusion(matrix: np.ndarray, names: list[str], path: Path) -> None:
-    from ..plots import plt, save_figure
+    from ..plots import confusion_figure, save_figure
 
-    row_sums = matrix.sum(1, keepdims=True)
-    normalised = np.divide(matrix, row_sums, out=np.zeros_like(matrix, dtype=float), where=row_sums > 0)
-    size = max(5.0, 0.55 * len(names) + 3)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
-    for ax, data, title, fmt in (
-        (axes[0], matrix, "counts", "d"),
-        (axes[1], normalised, "row-normalised", ".2f"),
-    ):
-        ax.imshow(data, cmap="Blues")
-        ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(len(names)), yticks=range(len(names)))
-        ax.set_xticklabels(names, rotation=45, ha="right")
-        ax.set_yticklabels(names)
-        peak = data.max() if data.size else 0
-        for (i, j), value in np.ndenumerate(data):
-            ax.text(
-                j,
-                i,
-                format(value, fmt),
-                ha="center",
-                va="center",
-                color="white" if peak and value > peak / 2 else "black",
-                fontsize=8,
-            )
-    fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(confusion_figure(matrix, names), path)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoint import class_names
 from ..data import load_label2id
 from ..errors import TrainingInterruptedError, UserError
 from ..fileio import atomic_write, write_csv, write_json
@@ -223,7 +224,7 @@ def run_cv(
     out = Path(cv.output_dir)
     metadata, label2id_path = Path(train_config.metadata).resolve(), Path(train_config.label2id).resolve()
     label2id = load_label2id(label2id_path)
-    classes = sorted(label2id, key=label2id.get)
+    classes = class_names(label2id)
     pool, held_out = read_pool(metadata, label2id, log)
     groups = dataset_groups(pool, out / ".fingerprints", log)
     assignment = grouped_folds([p.label for p in pool], groups, cv.folds, cv.repeats, train_config.seed)

@@ -64,21 +64,6 @@ def scalar_hparams(config) -> dict[str, float | int | str | bool]:
     return out
 
 
-def confusion_figure(confusion: np.ndarray, classes: list[str]):
-    """The best epoch's confusion matrix (counts) as a matplotlib figure."""
-    from ..plots import plt
-
-    fig, ax = plt.subplots(figsize=(0.6 * len(classes) + 3, 0.6 * len(classes) + 2.5))
-    ax.imshow(confusion, cmap="Blues")
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true")
-    ax.set_xticklabels(classes, rotation=45, ha="right")
-    ax.set_yticklabels(classes)
-    for (i, j), value in np.ndenumerate(confusion):
-        ax.text(j, i, str(value), ha="center", va="center", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 class TensorBoardTracker(Tracker):
     """Scalars per epoch, hparams with the final metrics, the confusion matrix as an image."""
 
@@ -98,6 +83,8 @@ class TensorBoardTracker(Tracker):
         self.writer.flush()
 
     def finish(self, hparams, metrics, confusion, classes, files):
+        from ..plots import confusion_figure
+
         self.writer.add_figure("confusion_matrix", confusion_figure(confusion, classes), close=True)
         self.writer.add_hparams(hparams, {f"final/{k}": v for k, v in metrics.items()}, run_name=".")
         self.writer.flush()
@@ -143,7 +130,11 @@ class MLflowTracker(Tracker):
     def finish(self, hparams, metrics, confusion, classes, files):
         self.mlflow.log_params(hparams)
         self.mlflow.log_metrics({f"final/{k}": v for k, v in metrics.items()})
-        self.mlflow.log_figure(confusion_figure(confusion, classes), "confusion_matrix.png")
+        from ..plots import confusion_figure, plt
+
+        figure = confusion_figure(confusion, classes)
+        self.mlflow.log_figure(figure, "confusion_matrix.png")
+        plt.close(figure)
         for path in files:
             if path.is_file():
                 self.mlflow.log_artifact(str(path))
