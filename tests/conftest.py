@@ -94,7 +94,8 @@ def make_client(served_checkpoint, tmp_path):
     clients = []
 
     def make(**settings) -> TestClient:
-        config = ServeConfig(model=str(settings.pop("model", served_checkpoint)), data_dir=str(tmp_path / "data"))
+        model = settings.pop("model", served_checkpoint)  # None: a `registry=` and `name=` say what is served
+        config = ServeConfig(model=str(model) if model else None, data_dir=str(tmp_path / "data"))
         for key, value in {"review_token": REVIEW_TOKEN, **settings}.items():
             setattr(config, key, value)
         client = TestClient(create_app(config))

@@ -65,11 +65,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: str, data_dir: Path, port: int, extra: list[str], log_path: Path) -> subprocess.Popen:
-    """``paddyclf serve`` in its own process; returns once /healthz answers (or raises with its log)."""
+def start_server(model: str | None, data_dir: Path, port: int, extra: list[str], log_path: Path) -> subprocess.Popen:
+    """``paddyclf serve`` in its own process (``model`` None: ``extra`` says what to serve, e.g. ``--registry``);
+    returns once /healthz answers (or raises with its log)."""
     import httpx
 
-    command = [sys.executable, "-m", "paddyclf", "serve", "--model", model, "--port", str(port)]
+    command = [sys.executable, "-m", "paddyclf", "serve", *(["--model", model] if model else []), "--port", str(port)]
     command += ["--data-dir", str(data_dir), *extra]
     log = log_path.open("w")
     # its own session (process group): a SIGKILL to the group also reaches uvicorn's worker processes

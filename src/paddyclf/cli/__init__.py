@@ -10,6 +10,7 @@ its ``COMMANDS`` table; this module only assembles them:
 - :mod:`.selection`: ``cv``, ``tune``;
 - :mod:`.export`: ``export``;
 - :mod:`.serve`: ``serve``, ``serve-export``;
+- :mod:`.registry`: ``registry add | list | show | promote | rollback``;
 - :mod:`.benchmark`: ``benchmark <name>``.
 """
 
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import benchmark, data, export, selection, serve, train, use
+from . import benchmark, data, export, registry, selection, serve, train, use
 from .common import Command, add_subcommands, guarded, with_config_file
 from .train import train_script
 
@@ -33,6 +34,7 @@ COMMANDS: dict[str, Command] = {
     **selection.COMMANDS,
     **export.COMMANDS,
     **serve.COMMANDS,
+    **registry.COMMANDS,
     **benchmark.COMMANDS,
 }
 

@@ -196,6 +196,29 @@ def run_benchmark_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_benchmark_review_queue_arguments(parser: argparse.ArgumentParser) -> None:
+    add_training_benchmark_arguments(parser, 10, "results/review_queue_benchmark")
+    parser.add_argument("--recipe", default="field", help="training recipe (default: field)")
+    parser.add_argument(
+        "--random-seeds", type=int, default=10, help="random orders per training seed, the baseline (default: 10)"
+    )
+
+
+def run_benchmark_review_queue(args: argparse.Namespace) -> int:
+    from ..benchmarks.review_queue import run_review_queue_benchmark
+
+    if args.train_limit is None or args.train_limit < 1:
+        raise UserError(
+            "--train-limit is needed (e.g. 150): the model learns from that many train photos and the rest of "
+            "the train split is queued as field photos."
+        )
+    if args.random_seeds < 1:
+        raise UserError(f"--random-seeds must be >= 1 (got {args.random_seeds}).")
+    base = training_benchmark_config(args, recipe=args.recipe)
+    run_review_queue_benchmark(base, args.seeds, args.random_seeds, args.output)
+    return 0
+
+
 def add_benchmark_browser_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a checkpoint (exported to ONNX, as `serve` does) or an .onnx")
     parser.add_argument("--images", nargs="+", required=True, help="photos or folders: the parity set")
@@ -411,6 +434,11 @@ BENCHMARKS: dict[str, Command] = {
         "calibration, unsure coverage and out-of-distribution detection (non-leaf photos, held-out classes)",
         add_benchmark_trust_arguments,
         run_benchmark_trust,
+    ),
+    "review-queue": Command(
+        "the review queue: mistake recall at 10% and 20% of the queue, per ordering strategy vs random",
+        add_benchmark_review_queue_arguments,
+        run_benchmark_review_queue,
     ),
     "browser": Command(
         "the diagnosis in headless Chromium vs predict and serve (parity), its speed and the first visit's bytes",

@@ -11,14 +11,14 @@ from .common import Command
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     from ..serve.config import ServeConfig
 
-    add_config_arguments(parser, ServeConfig(model=""))
+    add_config_arguments(parser, ServeConfig())
 
 
 def run_serve(args: argparse.Namespace) -> int:
     from ..serve.config import ServeConfig
     from ..serve.server import serve
 
-    serve(config_from_args(args, ServeConfig(model="")))
+    serve(config_from_args(args, ServeConfig()))
     return 0
 
 

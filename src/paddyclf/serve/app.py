@@ -1,17 +1,22 @@
 """The FastAPI app of ``paddyclf serve``: routes and pages, a thin layer over :class:`~.service.DiagnosisService`.
 
 Pages (server-rendered, Jinja2 with autoescaping; a little plain JS in ``static/app.js``):
-``/`` diagnose, ``/history`` history and review. JSON API under ``/api/v1`` (OpenAPI at ``/docs``),
-``/healthz``. Every refusal is a 4xx JSON body ``{"error": ..., "file": ...}`` (the diagnose page
-shows it as a card instead); anything unexpected is a 500 JSON body and the server keeps serving.
+``/`` diagnose, ``/history`` history and review, ``/review`` the review queue. JSON API under
+``/api/v1`` (OpenAPI at ``/docs``), ``/healthz``. Every refusal is a 4xx JSON body
+``{"error": ..., "file": ...}`` (the diagnose page shows it as a card instead); anything unexpected
+is a 500 JSON body and the server keeps serving.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import mimetypes
 import os
+import signal
+import threading
 from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import lru_cache
@@ -38,7 +43,8 @@ from ..i18n import translations
 from .config import ServeConfig
 from .errors import RequestError
 from .offline import MANIFEST_URL, SERVICE_WORKER_URL, OfflineApp, manifest, runtime_available
-from .service import DiagnosisService, device_report
+from .review_queue import DEFAULT_STRATEGY, STRATEGIES
+from .service import DiagnosisService, check_token, device_report
 from .store import STATUSES, DiskFullError, Filters
 
 HERE = Path(__file__).parent
@@ -252,10 +258,10 @@ def parse_reviewed(value: str | None) -> bool | None:
 def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> FastAPI:
     """The app; it loads the model (once) unless given a ``service``."""
     service = service or DiagnosisService(config)
-    model = service.model_info()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        reload_on_hangup(config, service)
         yield
         service.close()
 
@@ -305,9 +311,9 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
             templates(language)
             .get_template(name)
             .render(
-                model=model,
+                model=service.model_info(),
                 class_name=lambda label: wording.class_name(label, language),
-                class_names=[wording.class_name(label, language) for label in model["classes"]],
+                class_names=[wording.class_name(label, language) for label in service.classes],
                 status_name=lambda status: wording.status_name(status, language),
                 language_url=language_url,
                 browser_wording=wording.for_browser(language, config.top_k),
@@ -353,11 +359,13 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
         predicted: str | None = None,
         status: str | None = None,
         reviewed: str | None = None,
+        model_version: str | None = None,
         page: int = 1,
     ) -> HTMLResponse:
-        filters = Filters(predicted or None, status or None, parse_reviewed(reviewed))
+        filters = Filters(predicted or None, status or None, parse_reviewed(reviewed), model_version or None)
         history = service.history(page, 20, filters, language)
-        query = {"predicted": predicted or "", "status": status or "", "reviewed": reviewed or ""}
+        query = {"predicted": predicted or "", "status": status or "", "reviewed": reviewed or "",
+                 "model_version": model_version or ""}  # fmt: skip
 
         def page_url(number: int) -> str:
             return "/history?" + urlencode({k: v for k, v in query.items() if v} | {"page": number})
@@ -367,6 +375,31 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
         return render(
             request, language, "history.html", page="history", history=history, filters=filters,
             statuses=STATUSES, pages=pages, page_url=page_url, reviewing=reviewing,
+            versions=service.store.model_versions(),
+        )  # fmt: skip
+
+    @app.get("/review", response_class=HTMLResponse, include_in_schema=False)
+    def review_page(
+        request: Request, language: Language, strategy: str = DEFAULT_STRATEGY, page: int = 1
+    ) -> HTMLResponse:
+        queue = service.review_queue(strategy, page, 20, language)
+        pages = max(1, math.ceil(queue["total"] / queue["per_page"]))
+        _ = i18n.translations(language).gettext
+        strategy_names = {
+            "least_confidence": _("least confident answer first"),
+            "margin": _("closest runner-up first"),
+            "entropy": _("most spread-out answer first"),
+            "ood": _("most unusual photo first"),
+            "random": _("random order"),
+        }
+
+        def page_url(number: int) -> str:
+            return "/review?" + urlencode({"strategy": strategy, "page": number})
+
+        return render(
+            request, language, "review.html", page="review", queue=queue, strategies=STRATEGIES,
+            strategy_names=strategy_names, default_strategy=DEFAULT_STRATEGY, pages=pages, page_url=page_url,
+            reviewing=config.review_token is not None,
         )  # fmt: skip
 
     @app.get("/photos/{sha256}.jpg", include_in_schema=False)
@@ -456,8 +489,25 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
 
     @app.get("/api/v1/model", tags=["model"], responses=ERROR_RESPONSES)
     def model_info() -> dict:
-        """Classes, input size, calibration thresholds and the sha256 of the served model file."""
-        return model
+        """Classes, input size, calibration thresholds, the sha256 of the served model file and its registry
+        version (``name/vN``, or null for a file)."""
+        return service.model_info()
+
+    @app.post("/api/v1/model/reload", tags=["model"], responses=ERROR_RESPONSES)
+    def reload_model(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
+    ) -> dict:
+        """Serve the registry's champion now, without downtime (``serve --registry``; the review token).
+
+        With one process: loaded beside the old model, checked, swapped between batches; the reply says
+        ``swapped`` (with the seconds it took) or ``unchanged``, and a version that fails its check is
+        refused (409) while the old one serves on. With ``--workers N``: uvicorn replaces the workers one
+        by one, each loading and checking the champion before the old one stops (``restarting``)."""
+        check_token(config.review_token, credentials.credentials if credentials else None)
+        if config.workers > 1 and config.registry:
+            os.kill(os.getppid(), signal.SIGHUP)  # uvicorn's supervisor: a rolling restart of the workers
+            return {"status": "restarting", "version": service.served.version}
+        return service.reload()
 
     @app.get("/api/v1/diagnoses", tags=["history"], responses=ERROR_RESPONSES)
     def diagnoses(
@@ -466,11 +516,26 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
         predicted: str | None = None,
         status: str | None = None,
         reviewed: Annotated[str | None, Query(description="yes or no")] = None,
+        model_version: Annotated[str | None, Query(description="the registry version that answered: rice/v2")] = None,
         language: Language = "en",
     ) -> dict:
         """Stored diagnoses, newest first: ``{"items": [...], "total": T, "page": N, "per_page": M}``."""
-        filters = Filters(predicted or None, status or None, parse_reviewed(reviewed))
+        filters = Filters(predicted or None, status or None, parse_reviewed(reviewed), model_version or None)
         return service.history(page, per_page, filters, language)
+
+    @app.get("/api/v1/review-queue", tags=["history"], responses=ERROR_RESPONSES)
+    def review_queue(
+        strategy: Annotated[
+            str, Query(description=f"the order: {', '.join(STRATEGIES)} (default: {DEFAULT_STRATEGY})")
+        ] = DEFAULT_STRATEGY,
+        page: Annotated[int, Query(ge=1)] = 1,
+        per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+        language: Language = "en",
+    ) -> dict:
+        """The unreviewed diagnoses, the likeliest wrong first, copies of one photo once: ``{"items": [...],
+        "total": T, "page": N, "per_page": M, "strategy": S}``; each item is a record as in the history plus
+        ``priority`` (higher: sooner), ``copies`` (diagnoses it stands for, itself included) and ``copy_ids``."""
+        return service.review_queue(strategy, page, per_page, language)
 
     @app.get("/api/v1/diagnoses/{diagnosis_id}", tags=["history"], responses=ERROR_RESPONSES)
     def diagnosis(diagnosis_id: int, language: Language) -> dict:
@@ -500,9 +565,28 @@ def create_app(config: ServeConfig, service: DiagnosisService | None = None) -> 
     @app.get("/healthz", tags=["model"], responses=ERROR_RESPONSES)
     def healthz() -> dict:
         """Liveness, the served model, and how the dynamic batcher has batched so far (this process)."""
-        return {"status": "ok", "model_sha256": service.model_sha256, "batching": service.batcher.stats()}
+        served = service.served
+        return {"status": "ok", "model_sha256": served.sha256, "model_version": served.version,
+                "batching": served.batcher.stats()}  # fmt: skip
 
     return app
+
+
+def reload_on_hangup(config: ServeConfig, service: DiagnosisService) -> None:
+    """One server process serving a registry: SIGHUP swaps in the champion (``--workers N``: uvicorn's own
+    SIGHUP replaces the workers instead). Only the main thread's event loop can take a signal."""
+    if not config.registry or config.workers > 1 or threading.current_thread() is not threading.main_thread():
+        return
+    log = logging.getLogger("uvicorn.error")
+
+    def reload() -> None:
+        try:
+            log.info("SIGHUP: %s", service.reload())
+        except RequestError as exc:
+            log.error("SIGHUP: %s", exc.message)
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, reload))
 
 
 def app_from_environment() -> FastAPI:

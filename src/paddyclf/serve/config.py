@@ -15,9 +15,15 @@ MIN_TOKEN_LENGTH = 8
 
 @dataclass
 class ServeConfig:
-    model: str = option(
-        None, "model to serve: a checkpoint (.pt) or an export (.onnx, .xml, .tflite, .ts)", required=True
+    model: str | None = option(
+        None, "model to serve: a checkpoint (.pt) or an export (.onnx, .xml, .tflite, .ts); or --registry and --name"
     )
+    registry: str | None = option(
+        None,
+        "serve the champion of --name from this MLflow model registry (a folder or a tracking URI); "
+        "SIGHUP or POST /api/v1/model/reload swaps in a newly promoted champion without downtime",
+    )
+    name: str | None = option(None, "registered model name, with --registry")
     host: str = option("127.0.0.1", "address to bind; 0.0.0.0 opens the server to the network")
     port: int = option(8000, "TCP port")
     data_dir: str = option("serve_data", "folder of the SQLite database and the stored photos (created if missing)")
@@ -66,6 +72,10 @@ class ServeConfig:
 
     def validate(self) -> None:
         problems = []
+        if bool(self.model) == bool(self.registry):
+            problems.append("give either --model FILE or --registry URI|DIR with --name (one of them)")
+        if bool(self.registry) != bool(self.name):
+            problems.append("--registry and --name go together")
         if not 0 < self.port < 65536:
             problems.append(f"--port must be 1-65535 (got {self.port})")
         if self.max_upload_mb <= 0 or self.max_megapixels <= 0:

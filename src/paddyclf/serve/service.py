@@ -13,19 +13,17 @@ import io
 import json
 import re
 import threading
+import time
 import unicodedata
 from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from ..data import build_transform
+from ..data.dedupe import fingerprint_file
 from ..errors import UserError
-from ..fileio import file_sha256
-from ..inference import load_predictor
 from ..trust import OUT_OF_DISTRIBUTION
 from ..trust.visit import combine_log_probabilities
 from .batching import DynamicBatcher
@@ -33,6 +31,8 @@ from .browser_model import CHECKPOINT_SUFFIXES, BrowserModel, browser_model
 from .config import ServeConfig
 from .errors import RequestError
 from .photos import Photo, read_photo
+from .review_queue import DEFAULT_STRATEGY, STRATEGIES, CopyKey, build_queue, copy_groups
+from .served_model import ModelSource, ServedModel, check_version, load_served_model, registry_champion
 from .store import STATUSES, AlreadySyncedError, DeviceReport, DiskFullError, Filters, NewDiagnosis, Store
 from .wording import Wording
 
@@ -126,37 +126,88 @@ class DiagnosisService:
     def __init__(self, config: ServeConfig) -> None:
         config.validate()
         self.config = config
-        self.predictor = load_predictor(config.model, threads=config.model_threads)
+        source = self._source()
+        if config.registry:
+            check_version(source, None)  # a registry's champion is checked before it serves, as after a swap
+        self.served = self._load(source)
         self.classes = self.predictor.classes
         if config.top_k > len(self.classes):
             raise UserError(f"--top-k must be at most the number of classes ({len(self.classes)}).")
-        self.model_sha256 = file_sha256(config.model)
         self.wording = Wording(self.classes, load_class_info(config.class_info, self.classes))
-        self.transform = build_transform(self.predictor.image_size, self.predictor.norm, train=False)
         self.store = Store(config.data_dir)
-        self.store.register_model(self.model_sha256, Path(config.model).name, self.classes)
-        self.batcher = DynamicBatcher(self._run_batch, config.max_batch, config.max_wait_ms / 1000)
-        self.explainable = self.predictor.backend == "torch"
+        self.store.register_model(self.model_sha256, self.served.path.name, self.classes, self.served.version)
+        self._swap_lock = threading.Lock()  # one reload at a time
         self._browser_model: BrowserModel | None = None
         self._browser_model_failure: str | None = None  # an export that failed is not retried per request
-        self.has_browser_model = Path(config.model).suffix.lower() in (".onnx", *CHECKPOINT_SUFFIXES)
         self._explainer = None
         self._explain_lock = threading.Lock()
 
     def close(self) -> None:
-        self.batcher.close()
+        self.served.batcher.close()
         self.store.close()
 
     # ------------------------------------------------------------------ model
 
-    def _run_batch(self, images: torch.Tensor) -> list[tuple[np.ndarray, float | None, str]]:
-        diagnosis = self.predictor.diagnose(images)
-        return list(zip(diagnosis.probabilities, diagnosis.scores(), diagnosis.statuses, strict=True))
+    def _source(self) -> ModelSource:
+        if self.config.registry:
+            return registry_champion(self.config.registry, self.config.name)
+        return ModelSource(Path(self.config.model))
+
+    def _load(self, source: ModelSource) -> ServedModel:
+        config = self.config
+        return load_served_model(source, config.model_threads, config.max_batch, config.max_wait_ms / 1000)
+
+    # what the served model is now; a request that needs it more than once holds it (``self.served.in_use()``)
+    @property
+    def predictor(self):
+        return self.served.predictor
+
+    @property
+    def model_sha256(self) -> str:
+        return self.served.sha256
+
+    @property
+    def batcher(self) -> DynamicBatcher:
+        return self.served.batcher
+
+    @property
+    def explainable(self) -> bool:
+        return self.predictor.backend == "torch"
+
+    @property
+    def has_browser_model(self) -> bool:
+        return self.served.path.suffix.lower() in (".onnx", *CHECKPOINT_SUFFIXES)
+
+    def reload(self) -> dict:
+        """Serve the registry's champion now (after ``registry promote`` or ``rollback``), without downtime
+        (:mod:`.served_model`): loaded beside the old model, checked, swapped; the old one retires once
+        its last request is answered. A version that fails its check is refused (409): the old one serves on.
+        """
+        if not self.config.registry:
+            raise RequestError(409, "This server serves a file, not a registry's champion: there is nothing to reload.")
+        with self._swap_lock:
+            started = time.perf_counter()
+            old = self.served
+            try:
+                source = registry_champion(self.config.registry, self.config.name)
+                if source.version == old.version:
+                    return {"status": "unchanged", "version": old.version, "seconds": 0.0}
+                check_version(source, self.classes)
+                new = self._load(source)
+            except UserError as exc:
+                raise RequestError(409, f"Refused: {exc} Version {old.version} keeps serving.") from None
+            self.store.register_model(new.sha256, new.path.name, self.classes, new.version)
+            self._browser_model, self._browser_model_failure, self._explainer = None, None, None
+            self.served = new  # one reference: requests from here on start on the new model
+            threading.Thread(target=old.retire, name="paddyclf-retire", daemon=True).start()
+            seconds = time.perf_counter() - started
+        return {"status": "swapped", "from": old.version, "version": new.version, "seconds": round(seconds, 3)}
 
     def model_info(self) -> dict:
         trust = self.predictor.trust
         return {
-            "file": Path(self.config.model).name,
+            "file": self.served.path.name,
+            "version": self.served.version,
             "sha256": self.model_sha256,
             "backend": self.predictor.backend,
             "threads": self.config.model_threads,
@@ -190,11 +241,13 @@ class DiagnosisService:
         photos = [
             read_photo(data, name, self.config.max_pixels) for name, (_, data) in zip(names, uploads, strict=True)
         ]
-        futures: list[Future] = [self.batcher.submit(self.transform(photo.image)) for photo in photos]
-        if visit == "new":  # only once every photo of the request has been read
-            visit_id = self.store.new_visit(self.model_sha256)
-        results = zip(names, photos, futures, strict=True)
-        return [self._store(name, photo, f.result(), language, visit_id=visit_id) for name, photo, f in results]
+        with self.served.in_use() as served:
+            futures: list[Future] = [served.batcher.submit(served.transform(photo.image)) for photo in photos]
+            if visit == "new":  # only once every photo of the request has been read
+                visit_id = self.store.new_visit(served.sha256)
+            results = zip(names, photos, futures, strict=True)
+            return [self._store(served, name, photo, f.result(), language, visit_id=visit_id)
+                    for name, photo, f in results]  # fmt: skip
 
     def _existing_visit(self, visit: str | None) -> int | None:
         """None for no visit or a new one; the id of an existing visit of this model, else a 4xx."""
@@ -261,21 +314,22 @@ class DiagnosisService:
         existing = self.store.find_synced(report.device_id, report.upload_sha256)
         if existing is None:
             photo = read_photo(data, name, self.config.max_pixels)
-            result = self.batcher.submit(self.transform(photo.image)).result()
-            visit_id = self._device_visit(report.device_id, device_visit)
-            try:
-                return self._store(name, photo, result, language, report, visit_id) | {"replayed": False}
-            except AlreadySyncedError:  # the same upload, racing this one, was stored first
-                existing = self.store.find_synced(report.device_id, report.upload_sha256)
+            with self.served.in_use() as served:
+                result = served.batcher.submit(served.transform(photo.image)).result()
+                visit_id = self._device_visit(report.device_id, device_visit, served.sha256)
+                try:
+                    return self._store(served, name, photo, result, language, report, visit_id) | {"replayed": False}
+                except AlreadySyncedError:  # the same upload, racing this one, was stored first
+                    existing = self.store.find_synced(report.device_id, report.upload_sha256)
         return self.describe(existing, language) | {"replayed": True}
 
-    def _device_visit(self, device_id: str, device_visit: str | None) -> int | None:
+    def _device_visit(self, device_id: str, device_visit: str | None, served_sha256: str) -> int | None:
         """The server's visit for a phone's visit id; None when there is none, or when that visit's
         photos were re-checked by another model (a visit's answer combines one model's probabilities)."""
         if device_visit is None:
             return None
-        visit_id, model_sha256 = self.store.device_visit(device_id, device_visit, self.model_sha256)
-        return visit_id if model_sha256 == self.model_sha256 else None
+        visit_id, model_sha256 = self.store.device_visit(device_id, device_visit, served_sha256)
+        return visit_id if model_sha256 == served_sha256 else None
 
     def _top_k(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
         """The ``--top-k`` most probable classes, best first, as (label, probability to 6 places)."""
@@ -284,6 +338,7 @@ class DiagnosisService:
 
     def _store(
         self,
+        served: ServedModel,
         name: str,
         photo: Photo,
         result: tuple[np.ndarray, float | None, str],
@@ -294,8 +349,8 @@ class DiagnosisService:
         probabilities, ood_score, status = result
         every = [round(float(p), 6) for p in probabilities]
         new = NewDiagnosis(
-            photo.sha256, name, *photo.image.size, self._top_k(probabilities), status, ood_score, self.model_sha256,
-            photo.gps, device, every, visit_id,
+            photo.sha256, name, *photo.image.size, self._top_k(probabilities), status, ood_score, served.sha256,
+            photo.gps, device, every, visit_id, served.version,
         )  # fmt: skip
         try:
             self.store.save_photo(photo.sha256, photo.jpeg, photo.thumbnail)
@@ -346,6 +401,62 @@ class DiagnosisService:
             raise RequestError(404, f"There is no diagnosis {diagnosis_id}.")
         return self.describe(record, language)
 
+    # ------------------------------------------------------------------ review queue
+
+    def review_queue(
+        self, strategy: str = DEFAULT_STRATEGY, page: int = 1, per_page: int = 20, language: str = "en"
+    ) -> dict:
+        """The unreviewed diagnoses, the likeliest wrong first (:mod:`.review_queue`), each photo once.
+
+        Each item is a record as the history shows it plus its ``priority`` under ``strategy``
+        (higher: sooner), ``copies`` (how many diagnoses of this photo or its near-copies it stands
+        for, itself included) and their ``copy_ids``. ``total`` counts entries, not diagnoses.
+        """
+        if strategy not in STRATEGIES:
+            raise RequestError(422, f"strategy must be one of {', '.join(STRATEGIES)} (got {strategy[:40]!r}).")
+        if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+            raise RequestError(422, f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}.")
+        records = self.store.all_records()
+        groups = copy_groups(self._copy_keys([r["photo_sha256"] for r in records]))
+        entries = build_queue(records, strategy, groups, len(self.classes))
+        items = [
+            self.describe(records[e.index], language)
+            | {
+                "priority": round(e.priority, 6) if np.isfinite(e.priority) else None,
+                "copies": e.copies,
+                "copy_ids": [records[m]["id"] for m in e.members],
+            }
+            for e in entries[(page - 1) * per_page : page * per_page]
+        ]
+        return {"items": items, "total": len(entries), "page": page, "per_page": per_page, "strategy": strategy}
+
+    def _copy_keys(self, photo_sha256s: list[str]) -> list[CopyKey]:
+        """What copy finding compares of each photo. Fingerprints (:func:`paddyclf.data.dedupe.fingerprint_file`
+        of the stored 320 px thumbnail, about 10 ms each) are computed the first time a photo is queued and
+        kept in the history's ``photo_fingerprints`` table: a photo is named by its hash, so its fingerprint
+        never changes, survives restarts and serves every worker process; a queue of 1,000 photos then
+        reads 1,000 small rows instead of decoding 1,000 thumbnails."""
+        known = self.store.fingerprints()
+        new = []
+        for sha in dict.fromkeys(s for s in photo_sha256s if s not in known):
+            path = self.store.photo_path(sha, "thumbs")
+            if not path.is_file():
+                continue  # not kept: fingerprinted once the thumbnail is there
+            fp = fingerprint_file(path)
+            hashes = None if fp.error else np.concatenate([fp.whole, fp.crops]).astype("<u8").tobytes()
+            new.append((sha, fp.pixel_sha1, hashes))
+            known[sha] = (fp.pixel_sha1, hashes)
+        self.store.save_fingerprints(new)
+        keys = []
+        for sha in photo_sha256s:
+            pixel_sha1, hashes = known.get(sha, ("", None))
+            if hashes is None:
+                keys.append(CopyKey(sha, pixel_sha1))
+                continue
+            table = np.frombuffer(hashes, dtype="<u8").astype(np.uint64)
+            keys.append(CopyKey(sha, pixel_sha1, table[:8], table[8:]))
+        return keys
+
     def browser_model(self) -> BrowserModel:
         """The ONNX model the page runs in the browser (a checkpoint is exported the first time); 404 if none."""
         if not self.has_browser_model:
@@ -354,7 +465,7 @@ class DiagnosisService:
             )
         if self._browser_model is None and self._browser_model_failure is None:
             try:
-                self._browser_model = browser_model(self.config.model, self.model_sha256, self.config.data_dir)
+                self._browser_model = browser_model(self.served.path, self.model_sha256, self.config.data_dir)
             except Exception as exc:  # noqa: BLE001 - the API still diagnoses; browsers fall back to it
                 self._browser_model_failure = f"{type(exc).__name__}: {exc}"
         if self._browser_model is None:
@@ -385,7 +496,7 @@ class DiagnosisService:
             if self._explainer is None:
                 from ..inference.explain import GradCamExplainer
 
-                self._explainer = GradCamExplainer(self.config.model)
+                self._explainer = GradCamExplainer(self.served.path)
             _, overlay, _, _ = self._explainer(photo)
         buffer = io.BytesIO()
         Image.fromarray(overlay).save(buffer, format="PNG")

@@ -95,6 +95,18 @@ MIGRATIONS = [
     ALTER TABLE visits ADD COLUMN device_visit TEXT;    -- the phone's own id for it
     CREATE UNIQUE INDEX visits_device ON visits (device_id, device_visit) WHERE device_id IS NOT NULL;
     """,
+    """
+    CREATE TABLE photo_fingerprints (       -- the review queue's copy finding (serve/review_queue.py), per photo
+        photo_sha256 TEXT PRIMARY KEY,      -- content-addressed: a photo's fingerprint never changes
+        pixel_sha1 TEXT NOT NULL,           -- of the decoded pixels, empty when the photo was unreadable
+        hashes BLOB                         -- 17 little-endian uint64: 8 whole-image and 9 crop perceptual hashes
+    );
+    """,
+    """
+    ALTER TABLE diagnoses ADD COLUMN model_version TEXT;    -- the registry version that answered ('rice/v3')
+    ALTER TABLE models ADD COLUMN version TEXT;
+    CREATE INDEX diagnoses_model_version ON diagnoses (model_version);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -103,7 +115,7 @@ DEVICE_COLUMNS = ("device_id", "upload_sha256", "device_status", "device_top_k",
 COLUMNS = (
     "id, created_at, photo_sha256, original_name, width, height, predicted, confidence, status, ood_score, "
     "top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude, reviewed_label, reviewed_at, visit_id, "
-    "probabilities, " + ", ".join(DEVICE_COLUMNS)
+    "probabilities, model_version, " + ", ".join(DEVICE_COLUMNS)
 )
 
 
@@ -153,6 +165,7 @@ class NewDiagnosis:
     device: DeviceReport | None = None  # set when a phone diagnosed the photo offline and synced it
     probabilities: list[float] | None = None  # every class's calibrated probability, in class order
     visit_id: int | None = None
+    model_version: str | None = None  # the registry version of the model, when served from a registry
 
 
 @dataclass(frozen=True)
@@ -176,9 +189,13 @@ class Filters:
     predicted: str | None = None
     status: str | None = None
     reviewed: bool | None = None
+    model_version: str | None = None
 
     def where(self) -> tuple[str, list]:
         clauses, values = [], []
+        if self.model_version:
+            clauses.append("model_version = ?")
+            values.append(self.model_version)
         if self.predicted:
             clauses.append("predicted = ?")
             values.append(self.predicted)
@@ -284,12 +301,21 @@ class Store:
 
     # ------------------------------------------------------------------ rows
 
-    def register_model(self, sha256: str, file_name: str, classes: list[str]) -> None:
+    def register_model(self, sha256: str, file_name: str, classes: list[str], version: str | None = None) -> None:
         with self.transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO models (sha256, file_name, classes, first_served_at) VALUES (?, ?, ?, ?)",
-                (sha256, file_name, json.dumps(classes), utc_now()),
+                "INSERT OR IGNORE INTO models (sha256, file_name, classes, first_served_at, version) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (sha256, file_name, json.dumps(classes), utc_now(), version),
             )
+
+    def model_versions(self) -> list[str]:
+        """The registry versions that have answered, for the history's filter."""
+        with self.lock:
+            rows = self.connection.execute(
+                "SELECT DISTINCT model_version FROM diagnoses WHERE model_version IS NOT NULL"
+            ).fetchall()
+        return sorted((r[0] for r in rows), key=lambda v: (len(v), v))
 
     def add(self, new: NewDiagnosis) -> dict:
         """Insert and commit one diagnosis; returns the stored record (with its ``id``).
@@ -308,11 +334,12 @@ class Store:
                 cursor = db.execute(
                     "INSERT INTO diagnoses (created_at, photo_sha256, original_name, width, height, predicted, "
                     "confidence, status, ood_score, top_k, model_sha256, gps_latitude, gps_longitude, gps_altitude, "
-                    f"visit_id, probabilities, {', '.join(DEVICE_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * (16 + len(DEVICE_COLUMNS)))})",
+                    f"visit_id, probabilities, model_version, {', '.join(DEVICE_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * (17 + len(DEVICE_COLUMNS)))})",
                     (utc_now(), new.photo_sha256, new.original_name, new.width, new.height, predicted, confidence,
                      new.status, new.ood_score, top_k, new.model_sha256, *new.gps, new.visit_id,
-                     json.dumps(new.probabilities) if new.probabilities is not None else None, *device),
+                     json.dumps(new.probabilities) if new.probabilities is not None else None, new.model_version,
+                     *device),
                 )  # fmt: skip
                 row = db.execute(f"SELECT {COLUMNS} FROM diagnoses WHERE id = ?", (cursor.lastrowid,)).fetchone()
         except sqlite3.IntegrityError:
@@ -409,6 +436,28 @@ class Store:
                 f"SELECT {COLUMNS} FROM diagnoses WHERE reviewed_label IS NOT NULL ORDER BY id"
             ).fetchall()
         return [row_to_record(r) for r in rows]
+
+    def all_records(self) -> list[dict]:
+        """Every diagnosis, oldest first: the review queue orders the unreviewed ones and drops the
+        copies of reviewed ones."""
+        with self.lock:
+            rows = self.connection.execute(f"SELECT {COLUMNS} FROM diagnoses ORDER BY id").fetchall()
+        return [row_to_record(r) for r in rows]
+
+    def fingerprints(self) -> dict[str, tuple[str, bytes | None]]:
+        """photo sha256 -> (pixel sha1, 136 bytes of perceptual hashes or None), of every photo fingerprinted."""
+        with self.lock:
+            rows = self.connection.execute("SELECT photo_sha256, pixel_sha1, hashes FROM photo_fingerprints").fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def save_fingerprints(self, items: list[tuple[str, str, bytes | None]]) -> None:
+        """Keep (photo sha256, pixel sha1, hashes) rows; a photo fingerprinted already is left as it is."""
+        if items:
+            with self.transaction() as db:
+                db.executemany(
+                    "INSERT OR IGNORE INTO photo_fingerprints (photo_sha256, pixel_sha1, hashes) VALUES (?, ?, ?)",
+                    items,
+                )
 
     def model_classes(self) -> list[list[str]]:
         """The class lists of every model served into this history, newest first."""

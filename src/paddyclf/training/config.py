@@ -36,6 +36,11 @@ class TrainConfig:
     pretrained_weights: str | None = option(
         None, "load the ImageNet backbone from a local timm .safetensors/.pth instead of downloading"
     )
+    init_from: str | None = option(
+        None,
+        "start from the weights of this <model>_best.pt (fine-tuning, as `retrain` does): the same architecture, "
+        "size and classes; --base-lr and --head-lr apply as usual",
+    )
     backbone: str = option(DEFAULT_BACKBONE, "timm feature extractor, e.g. tf_mobilenetv3_small_100")
     epochs: int = option(30, "number of epochs")
     batch_size: int = option(32, "batch size (per process under torchrun)")

@@ -270,6 +270,23 @@ def _build_model(config: TrainConfig, arch: dict, fresh: bool, info: DistInfo, d
     return model, norm, num_params, size_mb
 
 
+# what must agree for a checkpoint's weights to fit the model being trained (dropout does not shape them)
+WEIGHT_SHAPING = ("architecture", "num_classes", "heads", "image_size", "reduction", "backbone")
+
+
+def load_initial_weights(model: nn.Module, path: str, arch: dict, label2id: dict[str, int]) -> None:
+    """``--init-from``: the weights of a trained checkpoint, refused if they do not fit this run."""
+    ckpt = ckpt_io.load_checkpoint(path)
+    differ = [
+        f"{k} {ckpt['config'].get(k)!r} vs {arch[k]!r}" for k in WEIGHT_SHAPING if ckpt["config"].get(k) != arch[k]
+    ]
+    if differ:
+        raise UserError(f"--init-from {path} was trained with other settings ({'; '.join(differ)}); match them.")
+    if ckpt_io.class_names(ckpt["label2id"]) != ckpt_io.class_names(label2id):
+        raise UserError(f"--init-from {path} answers other classes (or in another order) than {label2id}.")
+    ckpt_io.unwrap(model).load_state_dict(ckpt["state_dict"])
+
+
 def check_every_class_trains(train: list, label2id: dict[str, int], config: TrainConfig) -> None:
     """A class of label2id without a train photo cannot be learned, and the feature OOD score has no mean for it."""
     present = {s.label for s in train}
@@ -300,6 +317,8 @@ def _train(config: TrainConfig, info: DistInfo, progress: bool | None, tracker: 
 
     # ---- model
     model, norm, num_params, size_mb = _build_model(config, arch, resume_state is None, info, device)
+    if config.init_from and resume_state is None:
+        load_initial_weights(model, config.init_from, arch, label2id)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input size: pick the fastest kernels once
     net = torch.compile(model, backend=config.compile_backend) if config.compile else model  # evaluation runs it
     trainer_net = (

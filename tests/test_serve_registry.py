@@ -1,0 +1,157 @@
+"""`serve --registry`: the champion served, swapped under load without losing a request, a broken version
+refused while the old one serves on, and every diagnosis naming the version that made it."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("mlflow")
+pytest.importorskip("fastapi")
+
+from conftest import REVIEW_TOKEN  # noqa: E402
+from serve_helpers import upload  # noqa: E402
+from test_registry import wrong_checkpoint  # noqa: E402
+
+from paddyclf.registry import ModelRegistry, NewVersion, PromotionRequest, promote, register_checkpoint  # noqa: E402
+
+AUTH = {"authorization": f"Bearer {REVIEW_TOKEN}"}
+
+
+def broken_checkpoint(checkpoint: Path, out: Path) -> Path:
+    """A checkpoint that loads but whose classifier weights are NaN: every answer would be garbage."""
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["state_dict"]["classifier.weight"] = torch.full_like(ckpt["state_dict"]["classifier.weight"], float("nan"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def versions(served_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("serve_registry")
+    return {
+        "good": served_checkpoint,
+        "other": wrong_checkpoint(served_checkpoint, root / "other" / "MobileNetV3_Small_BoT_Linear_best.pt"),
+        "broken": broken_checkpoint(served_checkpoint, root / "broken" / "MobileNetV3_Small_BoT_Linear_best.pt"),
+    }
+
+
+@pytest.fixture()
+def registry(versions, tmp_path) -> ModelRegistry:
+    """v1 good (champion, with its ONNX export), v2 another valid model, v3 broken."""
+    store = ModelRegistry(tmp_path / "registry")
+    register_checkpoint(store, versions["good"], "rice", NewVersion())
+    register_checkpoint(store, versions["other"], "rice", NewVersion(parent=1, onnx=False))
+    register_checkpoint(store, versions["broken"], "rice", NewVersion(parent=1, onnx=False))
+    return store
+
+
+def make_champion(registry: ModelRegistry, version: int, tmp_path: Path) -> None:
+    promote(registry, "rice", PromotionRequest(version, force=True, reason="test", output_dir=tmp_path / "gate"))
+
+
+@pytest.fixture()
+def photos(tiny_data) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((tiny_data / "images").rglob("*.jpg"))[:12]]
+
+
+def test_swap_under_load_loses_no_request_and_each_reply_names_its_version(
+    make_client, registry, photos, tmp_path
+):
+    client = make_client(model=None, registry=str(registry.target), name="rice")
+    assert client.get("/api/v1/model").json()["version"] == "rice/v1"
+    replies, failures, stop = [], [], threading.Event()
+
+    def post(k: int) -> None:
+        while not stop.is_set():
+            response = client.post("/api/v1/diagnose", files=[upload(f"{k}.jpg", photos[k % len(photos)])])
+            (replies if response.status_code == 200 else failures).append((time.monotonic(), response))
+
+    clients = [threading.Thread(target=post, args=(k,)) for k in range(8)]
+    for thread in clients:
+        thread.start()
+    time.sleep(1.5)
+    make_champion(registry, 2, tmp_path)
+    swap = client.post("/api/v1/model/reload", headers=AUTH)
+    swapped_at = time.monotonic()
+    time.sleep(1.5)
+    stop.set()
+    for thread in clients:
+        thread.join()
+    assert swap.status_code == 200 and swap.json()["status"] == "swapped", swap.text
+    assert (swap.json()["from"], swap.json()["version"]) == ("rice/v1", "rice/v2")
+    assert failures == []
+    served = [(at, r.json()["results"][0]["model_version"]) for at, r in replies]
+    assert {v for _, v in served} == {"rice/v1", "rice/v2"}
+    # a request that began after the swap returned is answered by the new version
+    assert all(v == "rice/v2" for at, v in served if at > swapped_at + 1.0)
+    # the history holds each reply's version, and filters by it
+    for _, r in replies[::10]:
+        item = r.json()["results"][0]
+        assert client.get(f"/api/v1/diagnoses/{item['id']}").json()["model_version"] == item["model_version"]
+    v1 = client.get("/api/v1/diagnoses", params={"model_version": "rice/v1", "per_page": 100}).json()
+    assert v1["total"] == sum(v == "rice/v1" for _, v in served)
+    assert {d["model_version"] for d in v1["items"]} == {"rice/v1"}
+    page = client.get("/history", params={"model_version": "rice/v2", "lang": "vi"}).text
+    assert "rice/v2" in page and 'name="model_version"' in page
+    assert client.get("/healthz").json()["model_version"] == "rice/v2"
+    assert client.post("/api/v1/model/reload", headers=AUTH).json()["status"] == "unchanged"
+
+
+def test_a_broken_version_is_refused_and_the_old_one_serves_on(make_client, registry, photos, tmp_path):
+    client = make_client(model=None, registry=str(registry.target), name="rice")
+    make_champion(registry, 3, tmp_path)
+    refused = client.post("/api/v1/model/reload", headers=AUTH)
+    assert refused.status_code == 409
+    assert "not finite" in refused.json()["error"] and "rice/v1 keeps serving" in refused.json()["error"]
+    assert client.get("/api/v1/model").json()["version"] == "rice/v1"
+    reply = client.post("/api/v1/diagnose", files=[upload("a.jpg", photos[0])])
+    assert reply.status_code == 200 and reply.json()["results"][0]["model_version"] == "rice/v1"
+
+
+def test_reload_needs_the_token_and_a_registry(make_client, registry):
+    client = make_client(model=None, registry=str(registry.target), name="rice")
+    assert client.post("/api/v1/model/reload").status_code == 401
+    from_file = make_client()
+    answer = from_file.post("/api/v1/model/reload", headers=AUTH)
+    assert answer.status_code == 409 and "serves a file" in answer.json()["error"]
+
+
+def test_serve_needs_either_a_model_or_a_registry_with_a_name(tmp_path, capsys):
+    from paddyclf.cli import main
+
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 2
+    assert "either --model FILE or --registry" in capsys.readouterr().err
+    assert main(["serve", "--registry", str(tmp_path / "r"), "--data-dir", str(tmp_path)]) == 2
+    assert "--registry and --name go together" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sighup_swaps_the_champion_of_a_running_server(registry, photos, tmp_path):
+    import httpx
+
+    from paddyclf.benchmarks.serve import free_port, start_server
+
+    port = free_port()
+    server = start_server(None, tmp_path / "data", port, ["--registry", str(registry.target), "--name", "rice"],
+                          tmp_path / "serve.log")  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/api/v1/model").json()["version"] == "rice/v1"
+        make_champion(registry, 2, tmp_path)
+        server.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/api/v1/model").json()["version"] != "rice/v2" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        reply = httpx.post(f"{base}/api/v1/diagnose", files=[upload("a.jpg", photos[0])], timeout=30)
+        assert reply.json()["results"][0]["model_version"] == "rice/v2"
+        assert server.poll() is None  # SIGHUP did not stop it
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
