@@ -61,9 +61,7 @@ def photos(tiny_data) -> list[bytes]:
     return [p.read_bytes() for p in sorted((tiny_data / "images").rglob("*.jpg"))[:12]]
 
 
-def test_swap_under_load_loses_no_request_and_each_reply_names_its_version(
-    make_client, registry, photos, tmp_path
-):
+def test_swap_under_load_loses_no_request_and_each_reply_names_its_version(make_client, registry, photos, tmp_path):
     client = make_client(model=None, registry=str(registry.target), name="rice")
     assert client.get("/api/v1/model").json()["version"] == "rice/v1"
     replies, failures, stop = [], [], threading.Event()

@@ -1,4 +1,5 @@
-"""``paddyclf registry add | list | show | promote | rollback``: MLflow's model registry, gated."""
+"""``paddyclf registry add | list | show | promote | rollback`` (MLflow's model registry, gated) and
+``paddyclf retrain`` (the reviewed field photos -> a registered candidate)."""
 
 from __future__ import annotations
 
@@ -165,7 +166,46 @@ def run_registry(args: argparse.Namespace) -> int:
     return REGISTRY_COMMANDS[args.registry_command].run(args)
 
 
+# set by retrain (the candidate's data, folder and starting weights): not flags of `retrain`
+TRAIN_FLAGS_SET_BY_RETRAIN = {"output_dir", "resume", "init_from", "model_name", "save_history", "plot"}
+
+
+def add_retrain_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..lifecycle import RetrainConfig
+    from ..options import add_config_arguments
+    from ..training.config import TrainConfig
+
+    add_config_arguments(parser, RetrainConfig())
+    add_config_arguments(
+        parser.add_argument_group("training the candidate (--metadata and --label2id: the BASE dataset)"),
+        TrainConfig(),
+        TRAIN_FLAGS_SET_BY_RETRAIN,
+    )
+
+
+def run_retrain(args: argparse.Namespace) -> int:
+    from ..lifecycle import RetrainConfig, run_retrain
+    from ..options import config_from_args
+    from ..training.config import TrainConfig
+
+    report = run_retrain(config_from_args(args, RetrainConfig()), config_from_args(args, TrainConfig()))
+    for split, s in report["gate_preview"]["splits"].items():
+        print(
+            f"{split}: champion {s['champion_accuracy']:.4f}, candidate {s['candidate_accuracy']:.4f} "
+            f"({s['difference_points']:+.2f} points, McNemar p = {s['mcnemar_p']:.3g}, {s['photos']} photos)"
+        )
+    version = report["candidate"]["version"]
+    print(f"Registered the candidate as version {version}; report: {args.output_dir}/report/retrain.md")
+    print(f"Next: paddyclf registry promote --registry {args.registry} --name {args.name} {version}")
+    return 0
+
+
 COMMANDS = {
+    "retrain": Command(
+        "the reviewed field photos -> a candidate fine-tuned from the champion, judged beside it and registered",
+        add_retrain_arguments,
+        run_retrain,
+    ),
     "registry": Command(
         "MLflow model registry: add, list, show, promote (gated), rollback (see `paddyclf registry -h`)",
         add_registry_arguments,

@@ -71,8 +71,10 @@ def compare_on_test(
     batch_size: int = 32,
     num_workers: int = 0,
     progress: bool = False,
+    model_labels: tuple[str, str] | None = None,
 ) -> dict:
-    """Run both models on the test photos of ``metadata``; McNemar's exact test on their answers."""
+    """Run both models on the test photos of ``metadata``; McNemar's exact test on their answers.
+    ``model_labels``: what the report calls them (default: their file names)."""
     predictors = [load_predictor(model_a), load_predictor(model_b)]
     if predictors[0].classes != predictors[1].classes:
         raise UserError(
@@ -81,7 +83,7 @@ def compare_on_test(
         )
     names = predictors[0].classes
     samples = shared_test_samples(metadata, {name: i for i, name in enumerate(names)})
-    labels = model_names(model_a, model_b)
+    labels = model_labels or model_names(model_a, model_b)
     outputs = [
         collect_predictions(p, samples, batch_size, num_workers, False, progress, f"test ({label})")
         for p, label in zip(predictors, labels, strict=True)
@@ -109,6 +111,14 @@ def compare_on_test(
         "b": sides[1],
         "mcnemar": test.as_dict(),
         "verdict": difference_verdict(sides[0]["name"], sides[1]["name"], test.accuracy_difference, test.p_value),
+        "per_class": {
+            name: {
+                "photos": int((targets == k).sum()),
+                "a_correct": int(correct[0][targets == k].sum()),
+                "b_correct": int(correct[1][targets == k].sum()),
+            }
+            for k, name in enumerate(names)
+        },
     }
     out = Path(output_dir)
     write_json(out / "paired_test.json", report)

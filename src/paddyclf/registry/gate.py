@@ -98,7 +98,9 @@ def run_gate(
     for split, csv in tests.items():
         if not Path(csv).is_file():
             raise UserError(f"The {split.replace('_', ' ')} CSV {csv} is not there.")
-        report = compare_on_test(champion, candidate, csv, output_dir / split)
+        report = compare_on_test(
+            champion, candidate, csv, output_dir / split, model_labels=("the champion", "the candidate")
+        )
         splits[split] = paired_summary(report, drops[split])
     failures = validate(splits)
     return GateDecision(not failures, failures, splits)

@@ -133,6 +133,7 @@ class ModelRegistry:
         return dict(self.call("reading the model", self.client.get_registered_model, name).tags or {})
 
     def champion(self, name: str) -> Version | None:
+        self.require_name(name)
         version = self.aliases(name).get(CHAMPION)
         return None if version is None else self.version(name, version)
 
