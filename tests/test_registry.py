@@ -137,7 +137,7 @@ def test_force_overrides_the_gate_only_with_a_reason_that_is_kept(models, tmp_pa
     assert (last.forced, last.by, last.reason) == (True, "lan", "field trial")
 
 
-def test_rollback_restores_the_previous_champion_and_is_recorded(models, tmp_path):
+def test_rollback_restores_the_previous_champion_and_is_recorded(models, tmp_path, capsys):
     good, _, _ = models
     registry = ModelRegistry(tmp_path / "reg")
     for _ in range(3):
@@ -151,6 +151,14 @@ def test_rollback_restores_the_previous_champion_and_is_recorded(models, tmp_pat
     assert (last.action, last.from_version, last.to_version) == ("rollback", 3, 2)
     rollback(registry, "rice", 1, "back to the first")
     assert registry.champion("rice").version == 1
+    capsys.readouterr()
+    assert main(["registry", "list", "--registry", str(tmp_path / "reg")]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0] == "rice" and listed[1].startswith("  * v1 ") and listed[3].startswith("    v3 ")
+    assert main(["registry", "show", "--registry", str(tmp_path / "reg"), "--name", "rice", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["version"] == 1 and [e["action"] for e in shown["events"]][-2:] == ["rollback", "rollback"]
+    assert shown["events"][-2]["reason"] == "farmers report wrong answers"
     assert main(["registry", "rollback", "--registry", str(tmp_path / "reg"), "--name", "rice", "--to", "9",
                  "--reason", "x"]) == 2  # fmt: skip
 

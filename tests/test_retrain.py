@@ -128,3 +128,34 @@ def test_retrain_refuses_a_registry_without_champion_or_a_base_without_test_rows
     assert "has no model named 'rice'" in capsys.readouterr().err
     assert main([*args, "--field-test-fraction", "1.5"]) == 2
     assert "--field-test-fraction must be in (0, 1)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_lifecycle_runs_the_loop_and_swaps_under_load_without_errors(tiny_data, tmp_path):
+    """The whole loop on the tiny set: champion, field photos served, oracle review, retrain, gate, swap."""
+    output = tmp_path / "lifecycle"
+    flags = ["--metadata", str(tiny_data / "metadata.csv"), "--label2id", str(tiny_data / "label2id.json"),
+             "--train-limit", "8", "--epochs", "1", "--image-size", "64", "--batch-size", "8", "--num-workers", "0",
+             "--device", "cpu", "--seeds", "0", "--review", "10", "--clients", "2", "--settle", "1",
+             "--output", str(output)]  # fmt: skip
+    assert main(["benchmark", "lifecycle", *flags]) == 0
+    result = json.loads(output.with_suffix(".json").read_text())
+    assert result["setup"]["field_photos_posted"] == 16  # the 24 train photos less the 8 of the champion
+    assert result["review"]["reviewed"] == 10
+    photos = result["retrain"]["photos"]
+    assert photos["train"] + photos["field_test"] + photos["excluded"] == 10
+    assert set(result["retrain"]["evaluation"]["splits"]) >= {"base_test"}
+    text = output.with_suffix(".md").read_text()
+    if result["promoted"]:  # the tiny models mostly tie, so the gate passes them; then the swap is measured
+        swap = result["swap"]
+        assert swap["errors"] == 0 and swap["reload"]["status"] == "swapped" and swap["new_version_after_swap"]
+        assert set(swap["answered_by"]) <= {"rice/v1", "rice/v2"} and swap["requests"] > swap["requests_during_swap"]
+        assert "Swap under load" in text
+    else:
+        assert result["swap"] is None and "Gate: refused" in text
+
+
+def test_init_from_refuses_weights_that_do_not_fit(served_checkpoint, tiny_data, tmp_path, capsys):
+    flags = tiny_args(tiny_data, tmp_path, "--init-from", str(served_checkpoint))
+    assert main(["train", *flags, "--image-size", "96"]) == 2
+    assert "trained with other settings (image_size 64 vs 96)" in capsys.readouterr().err

@@ -219,6 +219,27 @@ def run_benchmark_review_queue(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_benchmark_lifecycle_arguments(parser: argparse.ArgumentParser) -> None:
+    add_training_benchmark_arguments(parser, 10, "results/lifecycle_benchmark")
+    parser.add_argument("--recipe", default="field", help="training recipe (default: field)")
+    parser.add_argument("--review", type=int, default=150, help="queue entries the oracle reviews (default: 150)")
+    parser.add_argument("--clients", type=int, default=8, help="clients posting during the swap (default: 8)")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds of load before and after the swap")
+    parser.add_argument("--work-dir", default=None, help="registry, history and retrain files (default: OUTPUT_work)")
+
+
+def run_benchmark_lifecycle(args: argparse.Namespace) -> int:
+    from ..benchmarks.lifecycle import run_lifecycle_benchmark
+    from ..serve.server import require_serve_extra
+
+    require_serve_extra()
+    if args.review < 1 or args.clients < 1 or args.settle <= 0:
+        raise UserError("--review and --clients must be >= 1 and --settle > 0.")
+    config = training_benchmark_config(args, recipe=args.recipe, seed=args.seeds[0])
+    run_lifecycle_benchmark(config, args.review, args.clients, args.settle, args.output, args.work_dir)
+    return 0
+
+
 def add_benchmark_browser_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a checkpoint (exported to ONNX, as `serve` does) or an .onnx")
     parser.add_argument("--images", nargs="+", required=True, help="photos or folders: the parity set")
@@ -439,6 +460,11 @@ BENCHMARKS: dict[str, Command] = {
         "the review queue: mistake recall at 10% and 20% of the queue, per ordering strategy vs random",
         add_benchmark_review_queue_arguments,
         run_benchmark_review_queue,
+    ),
+    "lifecycle": Command(
+        "the whole loop: champion, field photos served, oracle review of the queue, retrain, gate, swap under load",
+        add_benchmark_lifecycle_arguments,
+        run_benchmark_lifecycle,
     ),
     "browser": Command(
         "the diagnosis in headless Chromium vs predict and serve (parity), its speed and the first visit's bytes",
