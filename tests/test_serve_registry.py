@@ -153,3 +153,33 @@ def test_sighup_swaps_the_champion_of_a_running_server(registry, photos, tmp_pat
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_with_several_workers_a_reload_replaces_each_worker_with_one_serving_the_new_champion(
+    registry, photos, tmp_path
+):
+    import httpx
+
+    from paddyclf.benchmarks.serve import free_port, start_server
+
+    port = free_port()
+    extra = ["--registry", str(registry.target), "--name", "rice", "--workers", "2", "--review-token", REVIEW_TOKEN]
+    server = start_server(None, tmp_path / "data", port, extra, tmp_path / "serve.log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        make_champion(registry, 2, tmp_path)
+        answer = httpx.post(f"{base}/api/v1/model/reload", headers=AUTH, timeout=30).json()
+        assert answer == {"status": "restarting", "version": "rice/v1"}
+        deadline, seen = time.monotonic() + 120, []
+        while time.monotonic() < deadline:  # uvicorn replaces the workers one by one; each answers meanwhile
+            reply = httpx.post(f"{base}/api/v1/diagnose", files=[upload("a.jpg", photos[0])], timeout=60)
+            assert reply.status_code == 200
+            seen.append(reply.json()["results"][0]["model_version"])
+            if seen[-4:] == ["rice/v2"] * 4:
+                break
+            time.sleep(0.2)
+        assert seen[-4:] == ["rice/v2"] * 4, seen
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

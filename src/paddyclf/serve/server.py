@@ -11,6 +11,8 @@ from .config import ServeConfig
 from .errors import RequestError
 from .offline import MISSING_RUNTIME, RUNTIME, runtime_available
 
+WORKER_READY_TIMEOUT_S = 120
+
 
 def require_serve_extra() -> None:
     try:
@@ -61,4 +63,12 @@ def serve(config: ServeConfig) -> None:
         return
     service.close()  # it was the pre-flight check; every worker process loads its own
     os.environ[SETTINGS_ENVIRONMENT_VARIABLE] = json.dumps(asdict(config))
-    uvicorn.run("paddyclf.serve.app:app_from_environment", factory=True, workers=config.workers, **options)
+    uvicorn.run(
+        "paddyclf.serve.app:app_from_environment",
+        factory=True,
+        workers=config.workers,
+        # a new worker imports torch and loads (and, from a registry, checks) the model: 5-15 s on 2 cores,
+        # past uvicorn's default of 5 s, after which a SIGHUP's rolling restart gives up on it
+        timeout_worker_healthcheck=WORKER_READY_TIMEOUT_S,
+        **options,
+    )
