@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -70,11 +71,27 @@ def models(served_checkpoint, tiny_data, tmp_path_factory):
     return served_checkpoint, wrong, answers_as_labels(served_checkpoint, tiny_data, root / "judge.csv")
 
 
+@pytest.fixture(scope="module")
+def empty_database(tmp_path_factory) -> Path:
+    """An empty local registry's database, made once: MLflow creates its tables in about a second."""
+    folder = tmp_path_factory.mktemp("empty_registry")
+    ModelRegistry(folder).names()
+    return folder / "mlflow.db"
+
+
+@pytest.fixture()
+def reg(empty_database, tmp_path) -> Path:
+    """A new, empty local registry folder for the test."""
+    (tmp_path / "reg").mkdir()
+    shutil.copyfile(empty_database, tmp_path / "reg" / "mlflow.db")
+    return tmp_path / "reg"
+
+
 def add(registry_dir: Path, checkpoint: Path, *extra: str) -> None:
     assert main(["registry", "add", str(checkpoint), "--registry", str(registry_dir), "--name", "rice", *extra]) == 0
 
 
-def test_first_version_is_champion_with_its_files_and_lineage(models, tiny_data, tmp_path, capsys):
+def test_first_version_is_champion_with_its_files_and_lineage(models, tiny_data, tmp_path, capsys, reg):
     good, _, judge = models
     add(tmp_path / "reg", good, "--metadata", str(tiny_data / "metadata.csv"), "--base-test", str(judge))
     assert "version 1 of 'rice' (champion" in capsys.readouterr().out
@@ -97,7 +114,7 @@ def test_first_version_is_champion_with_its_files_and_lineage(models, tiny_data,
         assert len(list(csv.DictReader(f))) == 32
 
 
-def test_gate_refuses_a_worse_candidate_and_accepts_a_better_one(models, tmp_path, capsys):
+def test_gate_refuses_a_worse_candidate_and_accepts_a_better_one(models, tmp_path, capsys, reg):
     good, wrong, judge = models
     registry = ModelRegistry(tmp_path / "reg")
     base = NewVersion(base_test=judge, onnx=False)
@@ -123,7 +140,7 @@ def test_gate_refuses_a_worse_candidate_and_accepts_a_better_one(models, tmp_pat
     assert [e.action for e in events(registry, "reversed")] == ["register", "promote"]
 
 
-def test_force_overrides_the_gate_only_with_a_reason_that_is_kept(models, tmp_path):
+def test_force_overrides_the_gate_only_with_a_reason_that_is_kept(models, tmp_path, reg):
     good, wrong, judge = models
     registry = ModelRegistry(tmp_path / "reg")
     register_checkpoint(registry, good, "rice", NewVersion(base_test=judge, onnx=False))
@@ -137,7 +154,7 @@ def test_force_overrides_the_gate_only_with_a_reason_that_is_kept(models, tmp_pa
     assert (last.forced, last.by, last.reason) == (True, "lan", "field trial")
 
 
-def test_rollback_restores_the_previous_champion_and_is_recorded(models, tmp_path, capsys):
+def test_rollback_restores_the_previous_champion_and_is_recorded(models, tmp_path, capsys, reg):
     good, _, _ = models
     registry = ModelRegistry(tmp_path / "reg")
     for _ in range(3):
@@ -163,7 +180,7 @@ def test_rollback_restores_the_previous_champion_and_is_recorded(models, tmp_pat
                  "--reason", "x"]) == 2  # fmt: skip
 
 
-def test_a_crash_before_the_alias_moves_leaves_the_old_champion(models, tmp_path, monkeypatch):
+def test_a_crash_before_the_alias_moves_leaves_the_old_champion(models, tmp_path, monkeypatch, reg):
     good, _, _ = models
     registry = ModelRegistry(tmp_path / "reg")
     register_checkpoint(registry, good, "rice", NewVersion(onnx=False))
@@ -200,7 +217,7 @@ def test_a_crash_before_the_alias_moves_leaves_the_old_champion(models, tmp_path
 
 
 @pytest.mark.slow
-def test_sigkill_during_promotion_leaves_a_consistent_registry(models, tmp_path):
+def test_sigkill_during_promotion_leaves_a_consistent_registry(models, tmp_path, reg):
     good, wrong, judge = models
     registry = ModelRegistry(tmp_path / "reg")
     register_checkpoint(registry, good, "rice", NewVersion(base_test=judge, onnx=False))

@@ -136,7 +136,7 @@ def test_benchmark_lifecycle_runs_the_loop_and_swaps_under_load_without_errors(t
     output = tmp_path / "lifecycle"
     flags = ["--metadata", str(tiny_data / "metadata.csv"), "--label2id", str(tiny_data / "label2id.json"),
              "--train-limit", "8", "--epochs", "1", "--image-size", "64", "--batch-size", "8", "--num-workers", "0",
-             "--device", "cpu", "--seeds", "0", "--review", "10", "--clients", "2", "--settle", "1",
+             "--device", "cpu", "--seeds", "0", "--review", "10", "--clients", "2", "--settle", "0.5",
              "--output", str(output)]  # fmt: skip
     assert main(["benchmark", "lifecycle", *flags]) == 0
     result = json.loads(output.with_suffix(".json").read_text())

@@ -3,6 +3,9 @@ refused while the old one serves on, and every diagnosis naming the version that
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
 import signal
 import threading
 import time
@@ -42,14 +45,24 @@ def versions(served_checkpoint, tmp_path_factory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture()
-def registry(versions, tmp_path) -> ModelRegistry:
-    """v1 good (champion, with its ONNX export), v2 another valid model, v3 broken."""
-    store = ModelRegistry(tmp_path / "registry")
+@pytest.fixture(scope="module")
+def registered(versions, tmp_path_factory) -> Path:
+    """v1 good (champion, with its ONNX export), v2 another valid model, v3 broken: made once."""
+    folder = tmp_path_factory.mktemp("registered") / "registry"
+    store = ModelRegistry(folder)
     register_checkpoint(store, versions["good"], "rice", NewVersion())
     register_checkpoint(store, versions["other"], "rice", NewVersion(parent=1, onnx=False))
     register_checkpoint(store, versions["broken"], "rice", NewVersion(parent=1, onnx=False))
-    return store
+    return folder
+
+
+@pytest.fixture()
+def registry(registered, tmp_path) -> ModelRegistry:
+    """The test's own copy of :func:`registered`'s database (which aliases point where), sharing its
+    artifact files, which nothing here writes: the database records their absolute URIs."""
+    (tmp_path / "registry").mkdir()
+    shutil.copyfile(registered / "mlflow.db", tmp_path / "registry" / "mlflow.db")
+    return ModelRegistry(tmp_path / "registry")
 
 
 def make_champion(registry: ModelRegistry, version: int, tmp_path: Path) -> None:
@@ -64,6 +77,7 @@ def photos(tiny_data) -> list[bytes]:
 def test_swap_under_load_loses_no_request_and_each_reply_names_its_version(make_client, registry, photos, tmp_path):
     client = make_client(model=None, registry=str(registry.target), name="rice")
     assert client.get("/api/v1/model").json()["version"] == "rice/v1"
+    old_browser_model = client.get("/browser/model.json").json()["sha256"]
     replies, failures, stop = [], [], threading.Event()
 
     def post(k: int) -> None:
@@ -99,6 +113,10 @@ def test_swap_under_load_loses_no_request_and_each_reply_names_its_version(make_
     page = client.get("/history", params={"model_version": "rice/v2", "lang": "vi"}).text
     assert "rice/v2" in page and 'name="model_version"' in page
     assert client.get("/healthz").json()["model_version"] == "rice/v2"
+    # the page's model follows: model.json names the new file, and the old file's URL says it is gone
+    new_browser_model = client.get("/browser/model.json").json()["sha256"]
+    assert new_browser_model != old_browser_model
+    assert client.get(f"/browser/model.onnx?sha256={old_browser_model}").status_code == 404
     assert client.post("/api/v1/model/reload", headers=AUTH).json()["status"] == "unchanged"
 
 
@@ -111,6 +129,24 @@ def test_a_broken_version_is_refused_and_the_old_one_serves_on(make_client, regi
     assert client.get("/api/v1/model").json()["version"] == "rice/v1"
     reply = client.post("/api/v1/diagnose", files=[upload("a.jpg", photos[0])])
     assert reply.status_code == 200 and reply.json()["results"][0]["model_version"] == "rice/v1"
+
+
+def test_a_retiring_model_waits_for_its_last_request_and_is_never_held_again():
+    from paddyclf.serve.batching import DynamicBatcher
+    from paddyclf.serve.served_model import ModelSource, ServedModel
+
+    batcher = DynamicBatcher(lambda images: [], 1, 0.0)
+    model = ServedModel(ModelSource(Path("model.pt")), "sha", None, lambda image: image, batcher)
+    with model.in_use() as held:
+        assert held is model
+        retiring = threading.Thread(target=model.retire)
+        retiring.start()
+        time.sleep(0.2)
+        assert retiring.is_alive() and not batcher.closed  # the request that holds it is not cut off
+        with model.in_use() as late:
+            assert late is None  # a request that read the old reference takes the new model instead
+    retiring.join(timeout=10)
+    assert not retiring.is_alive() and batcher.closed
 
 
 def test_reload_needs_the_token_and_a_registry(make_client, registry):
@@ -155,31 +191,24 @@ def test_sighup_swaps_the_champion_of_a_running_server(registry, photos, tmp_pat
         server.wait(timeout=30)
 
 
-@pytest.mark.slow
-def test_with_several_workers_a_reload_replaces_each_worker_with_one_serving_the_new_champion(
-    registry, photos, tmp_path
-):
-    import httpx
+def test_with_several_workers_a_reload_asks_uvicorn_for_its_rolling_restart(make_client, registry, monkeypatch):
+    """With --workers N the reload is uvicorn's own SIGHUP (each new worker loads and checks the champion
+    before an old one stops), and serve gives a worker the time that takes."""
+    import paddyclf.serve.app as app_module
+    import paddyclf.serve.server as server_module
 
-    from paddyclf.benchmarks.serve import free_port, start_server
+    signals = []
+    monkeypatch.setattr(app_module.os, "kill", lambda pid, sig: signals.append((pid, sig)))
+    client = make_client(model=None, registry=str(registry.target), name="rice", workers=2)
+    answer = client.post("/api/v1/model/reload", headers=AUTH)
+    assert answer.json() == {"status": "restarting", "version": "rice/v1"}
+    assert signals == [(os.getppid(), signal.SIGHUP)]  # to uvicorn's supervisor, the workers' parent
 
-    port = free_port()
-    extra = ["--registry", str(registry.target), "--name", "rice", "--workers", "2", "--review-token", REVIEW_TOKEN]
-    server = start_server(None, tmp_path / "data", port, extra, tmp_path / "serve.log")
-    try:
-        base = f"http://127.0.0.1:{port}"
-        make_champion(registry, 2, tmp_path)
-        answer = httpx.post(f"{base}/api/v1/model/reload", headers=AUTH, timeout=30).json()
-        assert answer == {"status": "restarting", "version": "rice/v1"}
-        deadline, seen = time.monotonic() + 120, []
-        while time.monotonic() < deadline:  # uvicorn replaces the workers one by one; each answers meanwhile
-            reply = httpx.post(f"{base}/api/v1/diagnose", files=[upload("a.jpg", photos[0])], timeout=60)
-            assert reply.status_code == 200
-            seen.append(reply.json()["results"][0]["model_version"])
-            if seen[-4:] == ["rice/v2"] * 4:
-                break
-            time.sleep(0.2)
-        assert seen[-4:] == ["rice/v2"] * 4, seen
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    from paddyclf.serve.app import SETTINGS_ENVIRONMENT_VARIABLE
+
+    started = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: started.update(options, app=app))
+    monkeypatch.setenv(SETTINGS_ENVIRONMENT_VARIABLE, "")  # serve() hands the workers their settings here
+    config = client.app.state.service.config
+    server_module.serve(dataclasses.replace(config, data_dir=str(Path(config.data_dir).parent / "other")))
+    assert started["workers"] == 2 and started["timeout_worker_healthcheck"] == server_module.WORKER_READY_TIMEOUT_S

@@ -54,6 +54,7 @@ class ServedModel:
     predictor: object
     transform: Callable
     batcher: DynamicBatcher
+    retired: bool = False
     _users: int = 0
     _idle: threading.Condition = field(default_factory=threading.Condition)
 
@@ -66,20 +67,24 @@ class ServedModel:
         return self.source.path
 
     @contextmanager
-    def in_use(self) -> Iterator[ServedModel]:
-        """Hold this model for one request: it is not retired until the request is done with it."""
+    def in_use(self) -> Iterator[ServedModel | None]:
+        """Hold this model for one request, so that it is not retired under it; None when it was retired
+        between the request reading the reference and holding it (the request takes the new model)."""
         with self._idle:
-            self._users += 1
+            held = not self.retired
+            self._users += held
         try:
-            yield self
+            yield self if held else None
         finally:
-            with self._idle:
-                self._users -= 1
-                self._idle.notify_all()
+            if held:
+                with self._idle:
+                    self._users -= 1
+                    self._idle.notify_all()
 
     def retire(self, timeout: float = RETIRE_TIMEOUT_S) -> None:
-        """Close the batcher once every request that started on this model has its answer."""
+        """Refuse new holders, then close the batcher once every request that held it has its answer."""
         with self._idle:
+            self.retired = True
             self._idle.wait_for(lambda: self._users == 0, timeout)
         self.batcher.close()
 

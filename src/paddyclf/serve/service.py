@@ -15,7 +15,9 @@ import re
 import threading
 import time
 import unicodedata
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -157,7 +159,17 @@ class DiagnosisService:
         config = self.config
         return load_served_model(source, config.model_threads, config.max_batch, config.max_wait_ms / 1000)
 
-    # what the served model is now; a request that needs it more than once holds it (``self.served.in_use()``)
+    @contextmanager
+    def serving(self) -> Iterator[ServedModel]:
+        """The model answering now, held for one request (:meth:`ServedModel.in_use`): a swap cannot retire it
+        under the request, and a model retired just before it was held is passed over for the new one."""
+        while True:
+            with self.served.in_use() as served:
+                if served is not None:
+                    yield served
+                    return
+
+    # what the served model is now; a request that needs it more than once holds it (``self.serving()``)
     @property
     def predictor(self):
         return self.served.predictor
@@ -241,7 +253,7 @@ class DiagnosisService:
         photos = [
             read_photo(data, name, self.config.max_pixels) for name, (_, data) in zip(names, uploads, strict=True)
         ]
-        with self.served.in_use() as served:
+        with self.serving() as served:
             futures: list[Future] = [served.batcher.submit(served.transform(photo.image)) for photo in photos]
             if visit == "new":  # only once every photo of the request has been read
                 visit_id = self.store.new_visit(served.sha256)
@@ -314,7 +326,7 @@ class DiagnosisService:
         existing = self.store.find_synced(report.device_id, report.upload_sha256)
         if existing is None:
             photo = read_photo(data, name, self.config.max_pixels)
-            with self.served.in_use() as served:
+            with self.serving() as served:
                 result = served.batcher.submit(served.transform(photo.image)).result()
                 visit_id = self._device_visit(report.device_id, device_visit, served.sha256)
                 try:
@@ -465,7 +477,9 @@ class DiagnosisService:
             )
         if self._browser_model is None and self._browser_model_failure is None:
             try:
-                self._browser_model = browser_model(self.served.path, self.model_sha256, self.config.data_dir)
+                # a registry version's own checked ONNX export when it has one, else the checkpoint's, exported once
+                source = self.served.source.onnx or self.served.path
+                self._browser_model = browser_model(source, self.model_sha256, self.config.data_dir)
             except Exception as exc:  # noqa: BLE001 - the API still diagnoses; browsers fall back to it
                 self._browser_model_failure = f"{type(exc).__name__}: {exc}"
         if self._browser_model is None:
