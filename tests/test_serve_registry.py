@@ -35,6 +35,15 @@ def broken_checkpoint(checkpoint: Path, out: Path) -> Path:
     return out
 
 
+def mismatched_checkpoint(checkpoint: Path, out: Path) -> Path:
+    """A checkpoint whose weights do not fit its architecture (a layer is missing): it cannot even load."""
+    ckpt = torch.load(checkpoint, weights_only=True)
+    del ckpt["state_dict"]["classifier.bias"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def versions(served_checkpoint, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve_registry")
@@ -42,17 +51,22 @@ def versions(served_checkpoint, tmp_path_factory) -> dict[str, Path]:
         "good": served_checkpoint,
         "other": wrong_checkpoint(served_checkpoint, root / "other" / "MobileNetV3_Small_BoT_Linear_best.pt"),
         "broken": broken_checkpoint(served_checkpoint, root / "broken" / "MobileNetV3_Small_BoT_Linear_best.pt"),
+        "mismatched": mismatched_checkpoint(
+            served_checkpoint, root / "mismatched" / "MobileNetV3_Small_BoT_Linear_best.pt"
+        ),
     }
 
 
 @pytest.fixture(scope="module")
 def registered(versions, tmp_path_factory) -> Path:
-    """v1 good (champion, with its ONNX export), v2 another valid model, v3 broken: made once."""
+    """v1 good (champion, with its ONNX export), v2 another valid model, v3 NaN weights, v4 weights that do not
+    fit: made once."""
     folder = tmp_path_factory.mktemp("registered") / "registry"
     store = ModelRegistry(folder)
     register_checkpoint(store, versions["good"], "rice", NewVersion())
     register_checkpoint(store, versions["other"], "rice", NewVersion(parent=1, onnx=False))
     register_checkpoint(store, versions["broken"], "rice", NewVersion(parent=1, onnx=False))
+    register_checkpoint(store, versions["mismatched"], "rice", NewVersion(parent=1, onnx=False))
     return folder
 
 
@@ -127,6 +141,9 @@ def test_a_broken_version_is_refused_and_the_old_one_serves_on(make_client, regi
     assert refused.status_code == 409
     assert "not finite" in refused.json()["error"] and "rice/v1 keeps serving" in refused.json()["error"]
     assert client.get("/api/v1/model").json()["version"] == "rice/v1"
+    make_champion(registry, 4, tmp_path)
+    refused = client.post("/api/v1/model/reload", headers=AUTH)
+    assert refused.status_code == 409 and "classifier.bias" in refused.json()["error"]
     reply = client.post("/api/v1/diagnose", files=[upload("a.jpg", photos[0])])
     assert reply.status_code == 200 and reply.json()["results"][0]["model_version"] == "rice/v1"
 

@@ -206,8 +206,10 @@ class DiagnosisService:
                     return {"status": "unchanged", "version": old.version, "seconds": 0.0}
                 check_version(source, self.classes)
                 new = self._load(source)
-            except UserError as exc:
-                raise RequestError(409, f"Refused: {exc} Version {old.version} keeps serving.") from None
+            except Exception as exc:  # noqa: BLE001 - whatever breaks a candidate, the old model serves on
+                said = " ".join(str(exc).split())[:300]  # e.g. torch's state-dict errors name the key a line down
+                reason = said if isinstance(exc, UserError) else f"{type(exc).__name__}: {said}."
+                raise RequestError(409, f"Refused: {reason} Version {old.version} keeps serving.") from None
             self.store.register_model(new.sha256, new.path.name, self.classes, new.version)
             self._browser_model, self._browser_model_failure, self._explainer = None, None, None
             self.served = new  # one reference: requests from here on start on the new model
