@@ -56,7 +56,11 @@ class RetrainConfig:
     data_dir: str = option(None, "the serve history (`paddyclf serve --data-dir`) with the experts' reviews",
                            required=True)  # fmt: skip
     field_test_fraction: float = option(0.2, "share of new photo groups that join the field test split")
-    from_scratch: bool = option(False, "train the candidate from ImageNet weights instead of the champion's")
+    from_scratch: bool = option(
+        False,
+        "train the candidate from ImageNet weights instead of fine-tuning the champion (fine-tuning keeps the "
+        "champion's architecture and image size, whatever --model and --image-size say)",
+    )
     output_dir: str = option("retrain", "where the candidate, its data and the report go")
 
     def validate(self) -> None:
