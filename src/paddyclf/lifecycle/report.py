@@ -15,6 +15,11 @@ from ..fileio import atomic_write, write_json
 from ..plots import plt
 
 
+def sentence(text: str) -> str:
+    """``text`` with a capital first letter (a verdict may open with "the candidate")."""
+    return text[:1].upper() + text[1:]
+
+
 def per_class_rows(paired: dict) -> list[dict]:
     rows = []
     for name, c in paired["per_class"].items():
@@ -53,7 +58,7 @@ def markdown(report: dict, splits: dict[str, dict]) -> str:
         for row in per_class_rows(paired):
             if row["photos"]:
                 lines.append(f"| {row['class']} | {row['photos']} | {row['champion']:.3f} | {row['candidate']:.3f} |")
-        lines += ["", paired["verdict"], "", f"Photos whose answer changed: `changed_{split}.csv`.", ""]
+        lines += ["", sentence(paired["verdict"]), "", f"Photos whose answer changed: `changed_{split}.csv`.", ""]
     verdict = "passes" if gate["passed"] else "would refuse it: " + "; ".join(gate["failures"])
     lines += [f"The promotion gate (default thresholds) {verdict}.", ""]
     return "\n".join(lines)
@@ -67,10 +72,10 @@ def figure(splits: dict[str, dict], path: Path) -> None:
         ax.bar([i - 0.2 for i in x], [r["champion"] for r in rows], 0.4, label="champion")
         ax.bar([i + 0.2 for i in x], [r["candidate"] for r in rows], 0.4, label="candidate")
         ax.set_xticks(list(x), [r["class"] for r in rows], rotation=30, ha="right")
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, 1.2)  # room above the bars for the legend
         ax.set_title(f"{split.replace('_', ' ')} ({paired['num_images']} photos)")
         ax.set_ylabel("accuracy of the class's photos")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper center", ncols=2)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
