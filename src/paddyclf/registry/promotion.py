@@ -115,7 +115,8 @@ class PromotionRequest:
     output_dir: Path = Path("promotion")
 
 
-def test_sets(candidate: Version, request: PromotionRequest) -> dict[str, Path]:
+def judging_sets(candidate: Version, request: PromotionRequest) -> dict[str, Path]:
+    """Split -> CSV the gate runs both models on: the request's, else those recorded on the candidate."""
     tests = {}
     for split in ("base_test", "field_test"):
         given = getattr(request, split) or candidate.tag(split)
@@ -139,7 +140,7 @@ def promote(registry: ModelRegistry, name: str, request: PromotionRequest) -> di
     if champion is not None and champion.version == candidate.version:
         raise UserError(f"Version {candidate.version} is already the champion of {name!r}.")
     decision = None
-    tests = test_sets(candidate, request)
+    tests = judging_sets(candidate, request)
     if champion is not None and tests:
         drops = {"base_test": request.max_drop, "field_test": request.max_field_drop}
         folder = request.output_dir / f"v{champion.version}-vs-v{candidate.version}"

@@ -32,10 +32,10 @@ class NewVersion:
     field_test: Path | None = None
     report_dir: Path | None = None  # e.g. the retrain report, logged as ``report/``
     onnx: bool = True
-    extra_tags: dict[str, str] | None = None
 
 
-def test_set_tags(new: NewVersion) -> dict[str, str]:
+def judging_set_tags(new: NewVersion) -> dict[str, str]:
+    """The CSVs whose test rows the gate judges the version on, and their sha256."""
     tags = {}
     for key, path in (("base_test", new.base_test), ("field_test", new.field_test)):
         if path is None:
@@ -87,11 +87,10 @@ def register_checkpoint(registry: ModelRegistry, checkpoint: str | Path, name: s
         tags = {
             **stage_files(ckpt, checkpoint, new, staging),
             **lineage(ckpt, checkpoint, new.metadata, new.label2id, new.parent, staging / "lineage"),
-            **test_set_tags(new),
+            **judging_set_tags(new),
             "classes": ",".join(classes),
             "model": ckpt["config"]["architecture"],
             "image_size": str(ckpt["config"]["image_size"]),
-            **(new.extra_tags or {}),
         }
         run_id = log_run(registry, name, staging, ckpt.get("metrics", {}))
     client = registry.client
