@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 from conftest import china_jpg
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageEnhance
 
 from paddyclf.benchmarks.dedupe import COPY_KINDS, plant_copies, planted_set, score_grouping
 from paddyclf.cli import main
@@ -106,6 +106,37 @@ def test_the_dense_filter_keeps_every_copy_and_points_registration_at_it():
         assert dedupe.pair_score(fps[i], fps[j], alignments=[at]).correlation > 0.95, (kinds[i], kinds[j], at)
 
 
+def test_pair_scores_are_the_best_view_correlation_of_either_direction():
+    """The blocked product against the plain loop it replaces, for a dense pair set (every pair: the
+    whole table is used) and a sparse one (a gathered part of it), with and without ``at_least``."""
+    rng = np.random.default_rng(0)
+    n, views = 12, dense_filter.ORIENTATIONS + 4
+    descriptors = rng.normal(size=(n, views, 16)).astype(np.float16)
+    queries = [0, *range(dense_filter.ORIENTATIONS, views)]
+
+    def plain(i: int, j: int) -> tuple[float, tuple[int, int, int]]:
+        best, at = -2.0, (0, 0, 0)
+        for direction, (a, b) in enumerate(((i, j), (j, i))):
+            for q, view in enumerate(queries):
+                for t in range(dense_filter.ORIENTATIONS):
+                    score = float(descriptors[a, view].astype(np.float32) @ descriptors[b, t].astype(np.float32))
+                    if score > best + 1e-6:
+                        best, at = score, (direction, q, t)
+        return best, at
+
+    every = np.array([(i, j) for i in range(n) for j in range(i + 1, n)])
+    for pairs in (every, every[::9]):
+        expected = [plain(int(i), int(j)) for i, j in pairs]
+        scores, found_at = dense_filter.pair_scores(descriptors, pairs, block=4)
+        assert np.allclose(scores, [e[0] for e in expected], atol=1e-4)
+        assert [tuple(f) for f in found_at] == [e[1] for e in expected]
+        at_least = np.full(len(pairs), float(np.median(scores)))
+        lazy_scores, lazy_at = dense_filter.pair_scores(descriptors, pairs, at_least, block=4)
+        reached = scores >= at_least
+        assert np.array_equal(lazy_scores, scores) and np.array_equal(lazy_at[reached], found_at[reached])
+        assert not lazy_at[~reached].any()
+
+
 def test_a_lesion_on_one_photo_only_is_seen_by_the_fine_residual():
     """One 10 px lesion (4% of the width) more on the same leaf: registered well, told apart by the
     fine residual (0.0038 here; the limit is 0.0005)."""
@@ -126,7 +157,7 @@ def test_the_fine_residual_forgives_texture_a_pixel_off_but_not_a_spot_on_one_ph
     # the same texture moved by a fraction of a pixel, as registration by scale and shift leaves a copy
     moved = scipy.ndimage.shift(texture, (0.6, -0.8), order=1)
     window, moved = texture[2:-2, 2:-2], moved[2:-2, 2:-2]
-    assert dedupe.residual_share(window, moved, sigma=1.0, level=0.15) > 0.01  # pixel-wise: a difference
+    assert dedupe.residual_and_gain(window, moved, sigma=1.0, level=0.15)[0] > 0.01  # pixel-wise: a difference
     assert dedupe.tolerant_residual_share(window, moved) < dedupe.MAX_FINE_RESIDUAL
     spotted = window.copy()
     spotted[30:35, 90:95] = 20.0  # a dark 5 px spot (on sky) on one photo only: a 10 px lesion on a 256 px photo
@@ -154,9 +185,19 @@ def test_the_scaling_benchmark_times_an_audit_and_finds_the_planted_copies(tmp_p
     result = json.loads(out.with_suffix(".json").read_text())
     (row,) = result["rows"]
     assert (row["images"], row["planted_copies"]) == (16 + 4 * 5, 20)
-    assert row["recall_all"] == 1.0 and row["false_pairs"] == 0
+    assert row["recall_all"] == 1.0 and row["false_pairs"] == 0 and row["false_pair_sources"] == []
     assert row["candidates"] <= row["hash_candidates"] and row["seconds"]["total"] > 0
     assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
+
+
+def test_the_scaling_benchmark_names_the_sources_of_each_false_pair():
+    from paddyclf.benchmarks.dedupe_scaling import joined_sources
+
+    origin = [0, 0, 1, 2, 3, 4]
+    kinds = ["", "mirror", "", "", "", ""]
+    group_of = np.array([0, 0, 1, 2, 1, 1])  # sources 1, 3 and 4 joined; 0 with its own copy only
+    assert joined_sources(group_of, origin, kinds) == [[1, 3, 4]]
+    assert joined_sources(np.arange(6), origin, kinds) == []
 
 
 def textured(size: int = 128, seed: int = 0) -> np.ndarray:
@@ -204,6 +245,31 @@ def test_the_exposure_fit_is_least_squares_even_for_a_flat_template():
         y = 1.7 * x + 3 + rng.normal(size=500)
         expected = np.linalg.lstsq(np.stack([x, np.ones_like(x)], axis=1), y, rcond=None)[0]
         assert np.allclose(dedupe._line_fit(x, y), expected)
+
+
+def test_a_bounded_exposure_fit_is_the_least_squares_gain_within_the_bounds():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=500)
+    y = 0.4 * x + 3 + 0.1 * rng.normal(size=500)
+    gain, offset = dedupe._line_fit(x, y, (0.8, 1.2))
+    candidates = np.linspace(0.8, 1.2, 401)  # the plain search the closed form replaces
+    sums = [(((y - g * x) - (y - g * x).mean()) ** 2).sum() for g in candidates]
+    assert gain == pytest.approx(candidates[int(np.argmin(sums))]) and gain == pytest.approx(0.8)
+    assert offset == pytest.approx(y.mean() - gain * x.mean())
+    assert dedupe._line_fit(x, y, (0.1, 2.0)) == pytest.approx(dedupe._line_fit(x, y))  # inside: unchanged
+
+
+def test_a_copy_keeps_its_colour_contrast_within_the_colour_gain_limit():
+    """Resaturated by 1.3 (rice5's copies: up to 1.37 times the grey gain) the leaf is still a copy;
+    with its colours 2.5 times weaker it is what a distinct leaf of another hue looks like to the
+    exposure fit (the false lab pair: 0.41), and the chroma residual tells them apart."""
+    leaf = render_lab_photo(0, 3)
+    photo = dedupe.fingerprint_image(leaf)
+    for factor, is_copy in ((1.3, True), (1 / 1.3, True), (0.4, False)):
+        recoloured = dedupe.fingerprint_image(ImageEnhance.Color(leaf).enhance(factor))
+        score = dedupe.pair_score(photo, recoloured)
+        assert score.correlation > 0.95 and score.fine <= dedupe.MAX_FINE_RESIDUAL, (factor, score)
+        assert score.confirmed(dedupe.MIN_CORRELATION, dedupe.MAX_RESIDUAL) is is_copy, (factor, score)
 
 
 def test_the_stage_two_cache_is_keyed_by_content():

@@ -68,6 +68,15 @@ def score_grouping(group_of: np.ndarray, origin: list[int], kinds: list[str]) ->
     }
 
 
+def joined_sources(group_of: np.ndarray, origin: list[int], kinds: list[str]) -> list[list[int]]:
+    """The sources (``origin`` values) of each group that holds two or more distinct sources, sorted."""
+    members: dict[int, list[int]] = {}
+    for group, source, copy in zip(group_of, origin, kinds, strict=True):
+        if not copy:
+            members.setdefault(int(group), []).append(source)
+    return sorted(sorted(sources) for sources in members.values() if len(sources) > 1)
+
+
 def stage_measures(fps: list[dedupe.Fingerprint], origin: list[int], kinds: list[str], sample: int, seed: int):
     """Hash distance, correlation and residual of every copy to its source, and of a sample of distinct candidates."""
     copies = [k for k, kind in enumerate(kinds) if kind]
@@ -105,9 +114,11 @@ def run_dedupe_benchmark(
     image_dirs: list[str | Path], lab_photos: int = 200, copies_of: int = 100, seed: int = 0, log=PRINT
 ) -> dict:
     """Plant copies of real photos (and of generated lab photos), group them, report recall and false pairs."""
-    sources = [load_image(p) for p in collect_images(image_dirs)] if image_dirs else []
+    paths = collect_images(image_dirs) if image_dirs else []
+    sources = [load_image(p) for p in paths]
     real = len(sources)
     sources += [render_lab_photo(seed, k) for k in range(lab_photos)]
+    names = [str(p) for p in paths] + [f"lab photo {k}" for k in range(lab_photos)]
     images, origin, kinds = planted_set(sources, copies_of, seed)
     log(
         f"{real} real + {lab_photos} lab sources, copies of the first {min(copies_of, len(sources))}: "
@@ -124,8 +135,10 @@ def run_dedupe_benchmark(
             "min_correlation": dedupe.MIN_CORRELATION,
             "max_residual": dedupe.MAX_RESIDUAL,
             "max_fine_residual": dedupe.MAX_FINE_RESIDUAL,
+            "max_colour_gain": dedupe.MAX_COLOUR_GAIN,
         },
         **score_grouping(links.group_of, origin, kinds),
+        "joined_sources": [[names[k] for k in group] for group in joined_sources(links.group_of, origin, kinds)],
         "measures": stage_measures(fps, origin, kinds, sample=300, seed=seed),
     }
     log(
@@ -133,6 +146,8 @@ def run_dedupe_benchmark(
         + f" (all {result['recall_all']:.1%}); "
         + f"false pairs among {len(sources)} distinct photos: {result['false_pairs']}"
     )  # fmt: skip
+    for group in result["joined_sources"]:
+        log("  joined: " + " + ".join(group))
     m = result["measures"]
     log(
         "copies: min correlation "

@@ -25,7 +25,7 @@ import numpy as np
 from ..data import dedupe
 from ..data.synthetic import CLASSES, render_image, render_lab_photo
 from .common import PRINT, write_results
-from .dedupe import COPY_KINDS, plant_copies, score_grouping
+from .dedupe import COPY_KINDS, joined_sources, plant_copies, score_grouping
 
 PHOTO_KINDS = ("lab", "field")
 
@@ -86,6 +86,7 @@ def scaling_row(kind: str, sources: int, copy_fraction: float, seed: int, worker
         "recall": scores["recall"],
         "recall_all": scores["recall_all"],
         "false_pairs": scores["false_pairs"],
+        "false_pair_sources": joined_sources(links.group_of, origin, kinds),
     }
     log(
         f"{kind} {sources} sources, {row['images']} images: {row['hash_candidates']} hash candidates, "
@@ -119,6 +120,7 @@ def run_dedupe_scaling(
             "min_correlation": dedupe.MIN_CORRELATION,
             "max_residual": dedupe.MAX_RESIDUAL,
             "max_fine_residual": dedupe.MAX_FINE_RESIDUAL,
+            "max_colour_gain": dedupe.MAX_COLOUR_GAIN,
         },
         "rows": rows,
     }
@@ -145,6 +147,10 @@ def markdown(result: dict) -> str:
             f"| {s['hashes'] + s['dense']:.0f} | {s['registration']:.0f} | {s['total']:.0f} "
             f"| {r['recall_all']:.1%} | {r['false_pairs']} |"
         )
+    joined = [(r, sources) for r in result["rows"] for sources in r.get("false_pair_sources", [])]
+    if joined:
+        lines += ["", "Sources joined in one group (`render_source(kind, seed, index)`):"]
+        lines += [f"- {r['kind']} {r['sources']}: {', '.join(map(str, sources))}" for r, sources in joined]
     return "\n".join(lines) + "\n"
 
 

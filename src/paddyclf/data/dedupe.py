@@ -23,10 +23,13 @@ Two stages, as in classical near-duplicate detection, with a filter between them
    where the paper is flat and only the detail remains. The pair is a duplicate when that
    correlation is at least ``MIN_CORRELATION`` and, once registered, at most ``MAX_RESIDUAL`` of the
    pixels still differ strongly, in grey or in chroma (R - G, where brown lesions on a green leaf
-   stand out). Stage 2 is where the time goes on lab photos (most pairs are candidates), so each
-   image's band-pass, its spectrum and its templates at every searched scale are computed once per
-   orientation and kept in a small per-process cache (:func:`_oriented`), and all the scales of one
-   search share one batched single-precision FFT.
+   stand out). Each view is fitted to the other by a gain and offset (exposure); chroma's gain must
+   stay within ``MAX_COLOUR_GAIN`` of grey's, since contrast scales colour differences as it scales
+   grey ones, while a leaf of another hue needs a chroma gain of its own. Stage 2 is where the time
+   goes on lab photos (most pairs are candidates), so each image's band-pass, its spectrum and its
+   templates at every searched scale are computed once per orientation and kept in a small
+   per-process cache (:func:`_oriented`), and all the scales of one search share one batched
+   single-precision FFT.
 
 Groups are the connected components of *confirmed* links only: a candidate that fails
 confirmation never joins two groups. The thresholds (``HASH_THRESHOLD``, ``MIN_CORRELATION``,
@@ -76,6 +79,9 @@ MAX_RESIDUAL = 0.00375
 MAX_FINE_RESIDUAL = 0.0005  # the share of grey pixels no nearby pixel of the other photo explains
 FINE_SIGMA, FINE_LEVEL, FINE_REACH = 1.0, 0.15, 2
 CHROMA_FLOOR = 40.0  # chroma differences below 0.2 x 40 = 8 levels are noise
+# A copy's chroma gain stays within 1.5 times its grey gain (:func:`colour_gains`): rice5's copies
+# 0.95-1.37, generated lab copies 0.88-1.11, the last false lab pair 0.41. docs/BENCHMARKS.md section 4.
+MAX_COLOUR_GAIN = 1.5
 THUMB_SIZE = 128  # grey thumbnail kept for the confirmation stage
 HASH_INPUT = 32  # phash's own input size (hash_size 8 x highfreq_factor 4)
 HASH_GRID = 3  # the hashes' crops: a 3x3 grid of 90% crops (dense_filter.grid_boxes)
@@ -413,30 +419,56 @@ def _register(whole: SearchImage, other_band: np.ndarray, bank: TemplateBank) ->
     return Placement(correlation, y, x, side, best_scale)
 
 
-def _matched(window: np.ndarray, template: np.ndarray, sigma: float, level: float, floor: float):
+def _matched(
+    window: np.ndarray,
+    template: np.ndarray,
+    sigma: float,
+    level: float,
+    floor: float,
+    gains: tuple[float, float] | None = None,
+):
     """Both views blurred by ``sigma`` px, the template mapped onto the window by a least-squares gain
-    and offset (exposure), and the difference that counts as strong: ``level`` of the window's range
-    (1st to 99th percentile), the range counted as at least ``floor`` levels."""
+    and offset (exposure; the gain kept within ``gains`` when given), the difference that counts
+    as strong: ``level`` of the window's range (1st to 99th percentile), the range counted as at least
+    ``floor`` levels, and the gain."""
     a = gaussian_filter(window, sigma)
     b = gaussian_filter(template, sigma)
-    gain, offset = _line_fit(b.ravel(), a.ravel())
+    gain, offset = _line_fit(b.ravel(), a.ravel(), gains)
     low, high = np.percentile(a, [1, 99])
-    return a, gain * b + offset, level * max(float(high - low), floor)
+    return a, gain * b + offset, level * max(float(high - low), floor), gain
 
 
-def residual_share(
-    window: np.ndarray, template: np.ndarray, sigma: float = 2.0, level: float = 0.2, floor: float = 20.0
-) -> float:
-    """Share of pixels that still differ by more than ``level`` of the range after registration.
+def colour_gains(grey_gain: float, most: float = MAX_COLOUR_GAIN) -> tuple[float, float]:
+    """The chroma gains a copy may show when its grey gain is ``grey_gain``: within ``most`` times it.
+
+    Contrast and exposure scale grey and colour differences alike and white balance shifts colour by
+    an offset, so a copy's chroma gain follows its grey gain; a saturation change moves it apart
+    (rice5's copies: 0.95 to 1.37 times the grey gain). Two distinct leaves of other hues are matched
+    by a chroma gain far from it (the one false pair among 2,000 generated lab photos: 0.41)."""
+    grey_gain = abs(grey_gain)
+    return grey_gain / most, grey_gain * most
+
+
+def residual_and_gain(
+    window: np.ndarray,
+    template: np.ndarray,
+    sigma: float = 2.0,
+    level: float = 0.2,
+    floor: float = 20.0,
+    gains: tuple[float, float] | None = None,
+) -> tuple[float, float]:
+    """Share of pixels that still differ by more than ``level`` of the range after registration, and
+    the exposure gain that mapped the template onto the window.
 
     Both views are blurred (``sigma`` px: resampling, JPEG noise and JPEG's halved chroma resolution),
     the template is mapped onto the window by a least-squares gain and offset (exposure), and the
     pixels that still differ strongly are counted: distinct leaves differ in lesions and outline,
     copies almost nowhere. The range counts as at least ``floor`` levels, so flat images (and the
-    weak chroma of most photos) do not magnify noise.
+    weak chroma of most photos) do not magnify noise. ``gains`` bounds the exposure gain
+    (:func:`colour_gains`).
     """
-    a, b, strong = _matched(window, template, sigma, level, floor)
-    return float((np.abs(a - b) > strong).mean())
+    a, b, strong, gain = _matched(window, template, sigma, level, floor, gains)
+    return float((np.abs(a - b) > strong).mean()), gain
 
 
 def tolerant_residual_share(
@@ -459,7 +491,7 @@ def tolerant_residual_share(
     (a grey-level dilation and erosion of ``b``), and the same with ``a`` and ``b`` swapped. Such a pixel
     also differs pixel-wise, so only the pixels that do are looked at (few, in a copy).
     """
-    a, b, strong = _matched(window, template, sigma, level, floor)
+    a, b, strong, _ = _matched(window, template, sigma, level, floor)
     ys, xs = np.nonzero(np.abs(a - b) > strong)
     if len(ys) == 0:
         return 0.0
@@ -472,9 +504,11 @@ def tolerant_residual_share(
     return float((beyond(a, b) | beyond(b, a)).sum() / a.size)
 
 
-def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def _line_fit(x: np.ndarray, y: np.ndarray, gains: tuple[float, float] | None = None) -> tuple[float, float]:
     """Least-squares (gain, offset) of ``y ~ gain * x + offset``: the closed form, and the minimum-norm
-    solution (as ``numpy.linalg.lstsq`` gives) when ``x`` is constant."""
+    solution (as ``numpy.linalg.lstsq`` gives) when ``x`` is constant. With ``gains = (low, high)`` the
+    gain is the least-squares one within them: the sum of squares is a parabola in the gain once the
+    offset is fitted (``mean(y) - gain * mean(x)``), so the bounded optimum is the clipped one."""
     x, y = x.astype(np.float64), y.astype(np.float64)
     x_mean, y_mean = x.mean(), y.mean()
     spread = float(((x - x_mean) ** 2).sum())
@@ -482,6 +516,8 @@ def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         (gain, offset), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], axis=1), y, rcond=None)
         return float(gain), float(offset)
     gain = float(((x - x_mean) * (y - y_mean)).sum()) / spread
+    if gains is not None:
+        gain = float(np.clip(gain, *gains))
     return gain, float(y_mean - gain * x_mean)
 
 
@@ -493,7 +529,8 @@ CROP_SCALES = tuple(float(s) for s in np.round(np.arange(0.80, 1.001, 0.025), 3)
 class PairScore:
     """Stage 2's measures of one pair: registered band-pass correlation and residual shares.
 
-    ``residual`` is the larger share of strongly differing pixels in grey and chroma at a 2 px blur;
+    ``residual`` is the larger share of strongly differing pixels in grey and chroma at a 2 px blur
+    (chroma's exposure gain held within ``MAX_COLOUR_GAIN`` of grey's, :func:`colour_gains`);
     ``fine`` the share of grey pixels at a 1 px blur and a lower level that differ from every pixel
     of the other photo within 2 px (:func:`tolerant_residual_share`): a lesion a few pixels wide
     present in only one photo counts (a 10 px lesion on a 256 px photo, for example), texture a pixel
@@ -629,12 +666,11 @@ def pair_score(
             continue
         found = found.refined(whole.grey, other.grey)
         grey_views = found.views(whole.grey, other.grey)
+        grey_residual, grey_gain = residual_and_gain(*grey_views)
+        chroma_views = found.views(whole.chroma, other.chroma)
         score = PairScore(
             found.correlation,
-            max(
-                residual_share(*grey_views),
-                residual_share(*found.views(whole.chroma, other.chroma), floor=CHROMA_FLOOR),
-            ),
+            max(grey_residual, residual_and_gain(*chroma_views, floor=CHROMA_FLOOR, gains=colour_gains(grey_gain))[0]),
             tolerant_residual_share(*grey_views, sigma=FINE_SIGMA, level=FINE_LEVEL, reach=FINE_REACH),
         )
         if _better(score, best, min_correlation):

@@ -82,48 +82,69 @@ def dense_descriptors(grey: Image.Image) -> tuple[np.ndarray, float]:
     return np.concatenate([np.stack(whole), crops]).astype(np.float16), floor
 
 
-def _directed_scores(descriptors: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(len(rows), len(cols)) twice: the best correlation of each row image's whole view (query 0) or
-    crop (query 1 + k) with each column image's whole view under any symmetry, and where it was found
-    as ``query * 8 + symmetry``. One float32 matrix product."""
-    queries = descriptors[rows][:, [0, *range(ORIENTATIONS, descriptors.shape[1])]].astype(np.float32)
-    table = descriptors[cols][:, :ORIENTATIONS].astype(np.float32)
+def _directed_scores(queries: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(rows, queries_per_row * 8, cols) float32: the correlation of each row image's whole view
+    (query 0) or crop (query 1 + k), ``queries`` (rows, queries_per_row, side^2), with each column
+    image's whole view under each symmetry, ``table`` (8, cols, side^2), at ``query * 8 + symmetry``.
+    One matrix product, laid out so that the best over the middle axis is an elementwise maximum of
+    contiguous rows (a reduction over a short last axis is several times slower in NumPy)."""
     products = queries.reshape(-1, queries.shape[-1]) @ table.reshape(-1, table.shape[-1]).T
-    products = products.reshape(len(rows), queries.shape[1], len(cols), ORIENTATIONS)
-    products = products.transpose(0, 2, 1, 3).reshape(len(rows), len(cols), -1)
-    where = products.argmax(axis=2)
-    return np.take_along_axis(products, where[..., None], axis=2)[..., 0], where
+    return products.reshape(len(queries), -1, table.shape[1])
 
 
-def pair_scores(descriptors: np.ndarray, pairs: np.ndarray, block: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+def _column_index(columns: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct values of ``columns``, sorted; each entry's position among them), without a sort."""
+    present = np.zeros(n, dtype=bool)
+    present[columns] = True
+    position = np.cumsum(present) - 1
+    return np.flatnonzero(present), position[columns]
+
+
+def pair_scores(
+    descriptors: np.ndarray, pairs: np.ndarray, at_least: np.ndarray | None = None, block: int = BLOCK_ROWS
+) -> tuple[np.ndarray, np.ndarray]:
     """Score of each pair ``(i, j)`` of ``pairs`` (P, 2), the larger of its two directions, and where
     it was found: (P,) float32 and (P, 3) int ``(direction, query, symmetry)``. Direction 0 matched a
     view of ``i`` (query 0: whole, 1 + k: crop k) with ``j`` under ``D4[symmetry]``; direction 1 the
-    other way round.
+    other way round. With ``at_least`` (P,), where is only looked up for the pairs that reach it (the
+    others keep zeros): few do.
 
     Pairs are taken a block of first images at a time; each block is one matrix product against the
     images it is paired with, so a dense candidate set (lab photos) runs as a blocked all-pairs
-    product and a sparse one (field photos) costs little.
+    product and a sparse one (field photos) costs little. The float32 table of every image's 8 views
+    is made once; a block paired with most images uses all of it rather than a gathered copy.
     """
     scores = np.full(len(pairs), -1.0, dtype=np.float32)
     found_at = np.zeros((len(pairs), 3), dtype=np.int64)
     if not len(pairs):
         return scores, found_at
+    n = len(descriptors)
+    table = np.ascontiguousarray(descriptors[:, :ORIENTATIONS].astype(np.float32).transpose(1, 0, 2))
+    query_views = [0, *range(ORIENTATIONS, descriptors.shape[1])]
     for direction, (first, second) in enumerate(((0, 1), (1, 0))):
         order = np.argsort(pairs[:, first], kind="stable")
         heads = pairs[order, first]
-        starts = np.searchsorted(heads, np.unique(heads))
-        bounds = list(starts) + [len(order)]
-        for b in range(0, len(starts), block):
-            chunk = order[bounds[b] : bounds[min(b + block, len(starts))]]
-            rows, row_at = np.unique(pairs[chunk, first], return_inverse=True)
-            cols, col_at = np.unique(pairs[chunk, second], return_inverse=True)
-            best, where = _directed_scores(descriptors, rows, cols)
-            best, where = best[row_at, col_at], where[row_at, col_at]
+        firsts = np.unique(heads)
+        bounds = list(np.searchsorted(heads, firsts)) + [len(order)]
+        for b in range(0, len(firsts), block):
+            chunk = order[bounds[b] : bounds[min(b + block, len(firsts))]]
+            rows = firsts[b : b + block]
+            row_at = np.searchsorted(rows, pairs[chunk, first])
+            cols, col_at = _column_index(pairs[chunk, second], n)
+            if len(cols) > n // 2:  # most images: a few unused columns cost less than copying the rest
+                cols_table, col_at = table, pairs[chunk, second]
+            else:
+                cols_table = table[:, cols]
+            queries = descriptors[rows][:, query_views].astype(np.float32)
+            products = _directed_scores(queries, cols_table)
+            best = products.max(axis=1)[row_at, col_at]
             better = best > scores[chunk]
-            scores[chunk[better]] = best[better]
+            if at_least is not None:
+                better &= best >= at_least[chunk]
+            scores[chunk] = np.maximum(scores[chunk], best)
+            where = products[row_at[better], :, col_at[better]].argmax(axis=1)  # the first best, as max finds it
             found_at[chunk[better]] = np.stack(
-                [np.full(better.sum(), direction), where[better] // ORIENTATIONS, where[better] % ORIENTATIONS], axis=1
+                [np.full(better.sum(), direction), where // ORIENTATIONS, where % ORIENTATIONS], axis=1
             )
     return scores, found_at
 
@@ -149,10 +170,11 @@ def passing(
     """Which pairs ``(i, j)`` score at least ``min(floor_i, floor_j) - margin`` and, unless
     ``neighbours`` is None, are among the ``neighbours`` best of those of ``i`` or of ``j``: (P,) bool,
     and where each pair's score was found (see :func:`pair_scores`)."""
-    scores, found_at = pair_scores(descriptors, pairs)
     if not len(pairs):
-        return np.zeros(0, dtype=bool), found_at
-    keep = scores >= np.minimum(floors[pairs[:, 0]], floors[pairs[:, 1]]) - margin
+        return np.zeros(0, dtype=bool), np.zeros((0, 3), dtype=np.int64)
+    at_least = np.minimum(floors[pairs[:, 0]], floors[pairs[:, 1]]) - margin
+    scores, found_at = pair_scores(descriptors, pairs, at_least)
+    keep = scores >= at_least
     if neighbours is not None:
         kept = np.nonzero(keep)[0]
         keep[kept] = nearest(pairs[kept], scores[kept], neighbours)
