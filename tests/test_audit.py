@@ -114,22 +114,24 @@ def test_pair_scores_are_the_best_view_correlation_of_either_direction():
     descriptors = rng.normal(size=(n, views, 16)).astype(np.float16)
     queries = [0, *range(dense_filter.ORIENTATIONS, views)]
 
-    def plain(i: int, j: int) -> tuple[float, tuple[int, int, int]]:
-        best, at = -2.0, (0, 0, 0)
+    def plain(i: int, j: int) -> tuple[float, set[tuple[int, int, int]]]:
+        """The best score, and every (direction, query, symmetry) that reaches it: whole against whole
+        untransformed is the same product both ways, a tie that float32 rounding may break either way."""
+        scores = {}
         for direction, (a, b) in enumerate(((i, j), (j, i))):
             for q, view in enumerate(queries):
                 for t in range(dense_filter.ORIENTATIONS):
-                    score = float(descriptors[a, view].astype(np.float32) @ descriptors[b, t].astype(np.float32))
-                    if score > best + 1e-6:
-                        best, at = score, (direction, q, t)
-        return best, at
+                    pair = descriptors[a, view].astype(np.float64) @ descriptors[b, t].astype(np.float64)
+                    scores[(direction, q, t)] = float(pair)
+        best = max(scores.values())
+        return best, {at for at, score in scores.items() if score > best - 1e-4}
 
     every = np.array([(i, j) for i in range(n) for j in range(i + 1, n)])
     for pairs in (every, every[::9]):
         expected = [plain(int(i), int(j)) for i, j in pairs]
         scores, found_at = dense_filter.pair_scores(descriptors, pairs, block=4)
         assert np.allclose(scores, [e[0] for e in expected], atol=1e-4)
-        assert [tuple(f) for f in found_at] == [e[1] for e in expected]
+        assert all(tuple(f) in e[1] for f, e in zip(found_at, expected, strict=True))
         at_least = np.full(len(pairs), float(np.median(scores)))
         lazy_scores, lazy_at = dense_filter.pair_scores(descriptors, pairs, at_least, block=4)
         reached = scores >= at_least
