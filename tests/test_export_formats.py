@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("openvino")
 pytest.importorskip("litert_torch")
@@ -115,6 +116,39 @@ def test_predict_and_evaluate_run_through_an_exported_file(exported, checkpoint,
     if not FORMATS[fmt].int8:
         assert reports[fmt]["accuracy"] == reports["checkpoint"]["accuracy"]
         assert reports[fmt]["trust"]["verdicts"] == reports["checkpoint"]["trust"]["verdicts"]
+
+
+class ScaledLinear(torch.nn.Module):
+    """A small module with a parameter, a buffer and a plain attribute (pickled by name: module level)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 2)
+        self.register_buffer("mean", torch.zeros(2))
+        self.temperature = 1.0
+
+
+def test_a_litert_conversion_is_reused_only_for_the_same_module_and_input_shape():
+    """``write_tflite`` reuses a conversion by this key: anything that changes the graph changes it."""
+    from paddyclf.export.to_tflite import module_key
+
+    torch.manual_seed(0)
+    model, example = ScaledLinear(), torch.zeros(1, 8, 8, 3)
+    key = module_key(model, example)
+    twin = ScaledLinear()
+    twin.load_state_dict(model.state_dict())
+    assert key is not None and module_key(twin, example) == key  # built again with the same state
+    changed = [ScaledLinear(), ScaledLinear(), ScaledLinear()]
+    for other in changed:
+        other.load_state_dict(model.state_dict())
+    changed[0].mean += 1  # a buffer
+    changed[1].temperature = 2.0  # a plain attribute
+    with torch.no_grad():
+        changed[2].linear.weight[0, 0] += 1e-6  # one weight, a little
+    assert len({key, *(module_key(other, example) for other in changed)}) == 4
+    assert module_key(model, torch.zeros(1, 16, 16, 3)) != key
+    model.hook = lambda x: x  # a lambda cannot be pickled: no key, so nothing is cached
+    assert module_key(model, example) is None
 
 
 def test_a_failed_int8_gate_searches_then_names_the_closest_model_and_writes_nothing(checkpoint, tiny_data, tmp_path):

@@ -10,10 +10,13 @@ everything else (hard-swish, attention, the OOD score) stays float.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,16 +29,44 @@ from .int8_search import SearchRequest, search_kept_layers, search_record
 SQUEEZE_EXCITE = ".*SqueezeExcite.*"
 
 
+# Recent conversions, by the content of the module converted: `benchmark export` (and the test suite)
+# writes the float and the INT8 LiteRT file of one model in one process, and the conversion is the slow
+# part of both (about 25 s of a 64 px model on 2 cores).
+_CONVERTED: OrderedDict[str, bytes] = OrderedDict()
+_CONVERTED_KEPT = 2
+
+
+def module_key(module: torch.nn.Module, example: torch.Tensor) -> str | None:
+    """A digest of everything the conversion depends on: the pickled module (its classes, parameters,
+    buffers and plain attributes such as a temperature) and the input shape. None when the module
+    cannot be pickled (then nothing is cached)."""
+    buffer = io.BytesIO()
+    try:
+        torch.save(module, buffer)
+    except Exception:  # noqa: BLE001 - any pickling failure only means no cache
+        return None
+    return hashlib.sha256(buffer.getvalue() + repr(tuple(example.shape)).encode()).hexdigest()
+
+
 def write_tflite(model, example: torch.Tensor, path: Path, metadata: dict, opset: int, calibration=None) -> Path:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")  # its per-stage log lines; errors still raise
+    nhwc = example[:1].permute(0, 2, 3, 1).contiguous()
+    key = module_key(graph_module(model), nhwc)
+    if key is not None and key in _CONVERTED:
+        _CONVERTED.move_to_end(key)
+        path.write_bytes(_CONVERTED[key])
+        return path
     import litert_torch
 
-    nhwc = example[:1].permute(0, 2, 3, 1).contiguous()
     module = litert_torch.to_channel_last_io(graph_module(model), args=[0]).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         litert_torch.convert(module, (nhwc,)).export(str(path))
+    if key is not None:
+        _CONVERTED[key] = path.read_bytes()
+        while len(_CONVERTED) > _CONVERTED_KEPT:
+            _CONVERTED.popitem(last=False)
     return path
 
 
