@@ -31,7 +31,7 @@ SQUEEZE_EXCITE = ".*SqueezeExcite.*"
 
 # Recent conversions, by the content of the module converted: `benchmark export` (and the test suite)
 # writes the float and the INT8 LiteRT file of one model in one process, and the conversion is the slow
-# part of both (about 25 s of a 64 px model on 2 cores).
+# part of both (with it reused, the INT8 gate-search test went from 21-22 s to 7 s on 2 cores).
 _CONVERTED: OrderedDict[str, bytes] = OrderedDict()
 _CONVERTED_KEPT = 2
 
