@@ -52,14 +52,15 @@ def write_tflite(model, example: torch.Tensor, path: Path, metadata: dict, opset
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")  # its per-stage log lines; errors still raise
     nhwc = example[:1].permute(0, 2, 3, 1).contiguous()
-    key = module_key(graph_module(model), nhwc)
+    graph = graph_module(model)
+    key = module_key(graph, nhwc)
     if key is not None and key in _CONVERTED:
         _CONVERTED.move_to_end(key)
         path.write_bytes(_CONVERTED[key])
         return path
     import litert_torch
 
-    module = litert_torch.to_channel_last_io(graph_module(model), args=[0]).eval()
+    module = litert_torch.to_channel_last_io(graph, args=[0]).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         litert_torch.convert(module, (nhwc,)).export(str(path))
